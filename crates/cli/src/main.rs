@@ -1,1 +1,5 @@
-fn main() {}
+//! The `strata` binary: everything lives in the `strata_cli` library.
+
+fn main() -> std::process::ExitCode {
+    strata_cli::main()
+}

@@ -70,7 +70,9 @@ pub fn host_path(child_dir: &Path, text: &str) -> Option<PathBuf> {
     }
     let unix = text.replace('\\', "/");
     let p = Path::new(&unix);
-    Some(if p.is_absolute() { p.to_path_buf() } else { child_dir.join(p) })
+    let joined = if p.is_absolute() { p.to_path_buf() } else { child_dir.join(p) };
+    // Drop "." components ("./x.vhd" → "x.vhd"); ".." is kept (symbolic links make it meaningful).
+    Some(joined.components().filter(|c| *c != Component::CurDir).collect())
 }
 
 /// The base name of a Windows or Unix path text.
@@ -114,7 +116,8 @@ mod tests {
     #[test]
     fn host_paths() {
         let dir = Path::new("/d");
-        assert_eq!(host_path(dir, ".\\p.vhd"), Some(PathBuf::from("/d/./p.vhd")));
+        assert_eq!(host_path(dir, ".\\p.vhd"), Some(PathBuf::from("/d/p.vhd")));
+        assert_eq!(host_path(Path::new("."), ".\\p.vhd"), Some(PathBuf::from("p.vhd")));
         assert_eq!(host_path(dir, "C:\\x\\p.vhd"), None);
         assert_eq!(base_name("C:\\x\\p.vhd"), "p.vhd");
         assert_eq!(base_name("/x/p.vhd"), "p.vhd");

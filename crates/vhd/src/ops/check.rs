@@ -15,6 +15,10 @@ use crate::header::{DynamicHeader, HeaderProblem, BAT_UNUSED, HEADER_SIZE};
 use crate::lock::{lock, LockMode};
 use crate::sparse::us;
 
+/// Unused bytes before the footer that are reported (and dropped by a repair); smaller gaps are
+/// alignment padding, which Windows leaves.
+const REPORTED_GAP: u64 = 64 * 1024;
+
 /// What `check` found and did.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -107,7 +111,10 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
     match Footer::parse(&copy) {
         Ok(c) if c == footer => facts.copy_ok = true,
         Ok(_) => report.errors.push("the footer copy at offset 0 differs from the footer at the end".into()),
-        Err(_) => report.errors.push("the footer copy at offset 0 is damaged".into()),
+        Err(crate::footer::FooterProblem::BadChecksum { .. }) => {
+            report.errors.push("the footer copy at offset 0 has a wrong checksum too".into());
+        }
+        Err(_) => report.errors.push("the footer copy at offset 0 is missing or damaged".into()),
     }
     let (header, _) = match read_header(file, path, &footer, fr.footer_pos) {
         Ok(h) => h,
@@ -135,7 +142,8 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
     };
     facts.data_end = Some(data_end);
     check_bitmaps(file, path, &header, &bat, report)?;
-    if fr.footer_pos > data_end && end_footer_ok {
+    // Windows aligns blocks and may leave a gap before the footer: only larger gaps are reported.
+    if fr.footer_pos > data_end + REPORTED_GAP && end_footer_ok {
         report.warnings.push(format!(
             "{} bytes before the footer are not used by any block (left by an interrupted write or by another tool; `check --repair` drops them)",
             fr.footer_pos - data_end
@@ -191,7 +199,7 @@ fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<St
     }
     let bytes = footer.to_bytes();
     // The footer goes right after the data when the end is damaged or holds unused space.
-    let unused_tail = facts.end_footer_ok && facts.footer_pos > data_end;
+    let unused_tail = facts.end_footer_ok && facts.footer_pos > data_end + REPORTED_GAP;
     if !facts.end_footer_ok || unused_tail {
         let at = if facts.end_footer_ok || facts.footer_pos >= facts.file_len { data_end } else { facts.footer_pos.max(data_end) };
         write(&bytes, at)?;

@@ -1,0 +1,240 @@
+//! `strata disk …`: virtual hard disks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Subcommand, ValueEnum};
+use strata_vhd::ops::{check, compact, convert, inspect, merge, resize, set_parent, undo};
+use strata_vhd::NewDisk;
+
+use crate::progress::Bar;
+use crate::size::parse_size;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum VhdType {
+    Dynamic,
+    Fixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutType {
+    Dynamic,
+    Fixed,
+    Raw,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// Create a disk: dynamic (default) or fixed with --size, or differencing with --parent.
+    Create {
+        path: PathBuf,
+        /// Virtual size, with a unit: 512M, 20G … (not with --parent)
+        #[arg(long, value_parser = parse_size, required_unless_present = "parent")]
+        size: Option<u64>,
+        #[arg(long = "type", value_enum, default_value = "dynamic")]
+        kind: VhdType,
+        /// Block size of a dynamic disk (power of two, 4K to 256M; default 2M)
+        #[arg(long, value_parser = parse_size)]
+        block_size: Option<u64>,
+        /// Make a differencing disk of this parent (its size is the parent's)
+        #[arg(long, conflicts_with_all = ["size", "block_size"])]
+        parent: Option<PathBuf>,
+    },
+    /// Show everything in a disk's footer and header, and its chain.
+    Inspect {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a disk and its parent link; --repair fixes what can be fixed without touching data.
+    Check {
+        path: PathBuf,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconnect a differencing disk to its moved or renamed parent.
+    SetParent {
+        child: PathBuf,
+        parent: PathBuf,
+        /// Accept a parent whose unique id differs from the one the child recorded
+        #[arg(long)]
+        force: bool,
+    },
+    /// Merge a differencing disk into its parent (then delete it), or with --to flatten its
+    /// chain into a new disk.
+    Merge {
+        child: PathBuf,
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Type of the new disk (with --to)
+        #[arg(long = "type", value_enum, default_value = "dynamic", requires = "to")]
+        kind: VhdType,
+    },
+    /// Rebuild a dynamic disk at its minimal size, dropping zero blocks.
+    Compact {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a VHD (through its chain), a raw image or a block device into a new disk.
+    Convert {
+        src: PathBuf,
+        dst: PathBuf,
+        #[arg(long = "type", value_enum)]
+        kind: OutType,
+        /// Block size of a dynamic output
+        #[arg(long, value_parser = parse_size)]
+        block_size: Option<u64>,
+    },
+    /// Change a disk's virtual size.
+    Resize {
+        path: PathBuf,
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Allow a smaller size (only if the part cut off holds no data)
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Undo disks (BASE.vud): create, commit into the base, or discard.
+    Undo {
+        #[arg(value_enum)]
+        action: UndoAction,
+        base: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UndoAction {
+    Create,
+    Commit,
+    Discard,
+}
+
+fn dynamic(block_size: Option<u64>) -> Result<NewDisk> {
+    let bs = block_size.unwrap_or(u64::from(strata_vhd::header::DEFAULT_BLOCK_SIZE));
+    let Ok(block_size) = u32::try_from(bs) else { bail!("block size {bs} is too large (at most 256M)") };
+    Ok(NewDisk::Dynamic { block_size })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs one `strata disk` command.
+pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
+    match cmd {
+        DiskCommand::Create { path, size, kind, block_size, parent } => {
+            if let Some(parent) = parent {
+                strata_vhd::create_differencing(&path, &parent)?;
+                println!("created differencing disk {} (parent {})", path.display(), parent.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let size = size.unwrap_or_default();
+            let new = match kind {
+                VhdType::Fixed => NewDisk::Fixed,
+                VhdType::Dynamic => dynamic(block_size)?,
+            };
+            for w in strata_vhd::create(&path, size, new)? {
+                eprintln!("strata: warning: {w}");
+            }
+            println!("created {} disk {} ({size} bytes)", kind_name(kind), path.display());
+        }
+        DiskCommand::Inspect { path, json } => {
+            let info = inspect::inspect(&path)?;
+            if json {
+                print_json(&info)?;
+            } else {
+                crate::disk_text::print_info(&info);
+            }
+        }
+        DiskCommand::Check { path, repair, json } => {
+            let report = check::check(&path, repair)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                for r in &report.repairs {
+                    println!("repaired: {r}");
+                }
+                for e in &report.errors {
+                    println!("error: {e}");
+                }
+                for w in &report.warnings {
+                    println!("warning: {w}");
+                }
+                if report.ok() {
+                    println!("{}: no errors found", path.display());
+                }
+            }
+            if !report.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DiskCommand::SetParent { child, parent, force } => {
+            set_parent::set_parent(&child, &parent, force)?;
+            println!("{} now has parent {}", child.display(), parent.display());
+        }
+        DiskCommand::Merge { child, to: Some(to), kind } => {
+            let target = match kind {
+                VhdType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
+                VhdType::Dynamic => convert::dynamic(),
+            };
+            merge::merge_to(&child, &to, target, &Bar::new("merging"))?;
+            println!("wrote the chain of {} into {}", child.display(), to.display());
+        }
+        DiskCommand::Merge { child, to: None, .. } => {
+            let parent = merge::merge_into_parent(&child, &Bar::new("merging"))?;
+            println!("merged {} into {} and removed it", child.display(), parent.display());
+        }
+        DiskCommand::Compact { path, json } => {
+            let c = compact::compact(&path, &Bar::new("compacting"))?;
+            if json {
+                print_json(&c)?;
+            } else {
+                println!(
+                    "compacted {}: {} → {} bytes ({} zero blocks dropped)",
+                    path.display(),
+                    c.before,
+                    c.after,
+                    c.zero_blocks_dropped
+                );
+            }
+        }
+        DiskCommand::Convert { src, dst, kind, block_size } => {
+            let target = match kind {
+                OutType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
+                OutType::Dynamic => convert::Target::Vhd(dynamic(block_size)?),
+                OutType::Raw => convert::Target::Raw,
+            };
+            let source = convert::Source::open(&src)?;
+            convert::convert(&source, &dst, target, &Bar::new("converting"))?;
+            println!("converted {} into {}", src.display(), dst.display());
+        }
+        DiskCommand::Resize { path, size, allow_shrink } => {
+            resize::resize(&path, size, allow_shrink)?;
+            println!("resized {} to {size} bytes", path.display());
+        }
+        DiskCommand::Undo { action, base } => match action {
+            UndoAction::Create => println!("created undo disk {}", undo::create(&base)?.display()),
+            UndoAction::Commit => {
+                undo::commit(&base, &Bar::new("committing"))?;
+                println!("committed the undo disk into {}", base.display());
+            }
+            UndoAction::Discard => {
+                undo::discard(&base)?;
+                println!("discarded the undo disk of {}", base.display());
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind_name(k: VhdType) -> &'static str {
+    match k {
+        VhdType::Dynamic => "dynamic",
+        VhdType::Fixed => "fixed",
+    }
+}
