@@ -115,7 +115,9 @@ pub enum UndoAction {
 
 fn dynamic(block_size: Option<u64>) -> Result<NewDisk> {
     let bs = block_size.unwrap_or(u64::from(strata_vhd::header::DEFAULT_BLOCK_SIZE));
-    let Ok(block_size) = u32::try_from(bs) else { bail!("block size {bs} is too large (at most 256M)") };
+    let Ok(block_size) = u32::try_from(bs) else {
+        bail!("block size {bs} is too large (at most 256M)")
+    };
     Ok(NewDisk::Dynamic { block_size })
 }
 
@@ -127,10 +129,20 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 /// Runs one `strata disk` command.
 pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
     match cmd {
-        DiskCommand::Create { path, size, kind, block_size, parent } => {
+        DiskCommand::Create {
+            path,
+            size,
+            kind,
+            block_size,
+            parent,
+        } => {
             if let Some(parent) = parent {
                 strata_vhd::create_differencing(&path, &parent)?;
-                println!("created differencing disk {} (parent {})", path.display(), parent.display());
+                println!(
+                    "created differencing disk {} (parent {})",
+                    path.display(),
+                    parent.display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let size = size.unwrap_or_default();
@@ -141,7 +153,11 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
             for w in strata_vhd::create(&path, size, new)? {
                 eprintln!("strata: warning: {w}");
             }
-            println!("created {} disk {} ({size} bytes)", kind_name(kind), path.display());
+            println!(
+                "created {} disk {} ({size} bytes)",
+                kind_name(kind),
+                path.display()
+            );
         }
         DiskCommand::Inspect { path, json } => {
             let info = inspect::inspect(&path)?;
@@ -173,21 +189,39 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        DiskCommand::SetParent { child, parent, force } => {
+        DiskCommand::SetParent {
+            child,
+            parent,
+            force,
+        } => {
             set_parent::set_parent(&child, &parent, force)?;
             println!("{} now has parent {}", child.display(), parent.display());
         }
-        DiskCommand::Merge { child, to: Some(to), kind } => {
+        DiskCommand::Merge {
+            child,
+            to: Some(to),
+            kind,
+        } => {
             let target = match kind {
                 VhdType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
                 VhdType::Dynamic => convert::dynamic(),
             };
             merge::merge_to(&child, &to, target, &Bar::new("merging"))?;
-            println!("wrote the chain of {} into {}", child.display(), to.display());
+            println!(
+                "wrote the chain of {} into {}",
+                child.display(),
+                to.display()
+            );
         }
-        DiskCommand::Merge { child, to: None, .. } => {
+        DiskCommand::Merge {
+            child, to: None, ..
+        } => {
             let parent = merge::merge_into_parent(&child, &Bar::new("merging"))?;
-            println!("merged {} into {} and removed it", child.display(), parent.display());
+            println!(
+                "merged {} into {} and removed it",
+                child.display(),
+                parent.display()
+            );
         }
         DiskCommand::Compact { path, json } => {
             let c = compact::compact(&path, &Bar::new("compacting"))?;
@@ -203,7 +237,12 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
                 );
             }
         }
-        DiskCommand::Convert { src, dst, kind, block_size } => {
+        DiskCommand::Convert {
+            src,
+            dst,
+            kind,
+            block_size,
+        } => {
             let target = match kind {
                 OutType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
                 OutType::Dynamic => convert::Target::Vhd(dynamic(block_size)?),
@@ -213,7 +252,11 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
             convert::convert(&source, &dst, target, &Bar::new("converting"))?;
             println!("converted {} into {}", src.display(), dst.display());
         }
-        DiskCommand::Resize { path, size, allow_shrink } => {
+        DiskCommand::Resize {
+            path,
+            size,
+            allow_shrink,
+        } => {
             resize::resize(&path, size, allow_shrink)?;
             println!("resized {} to {size} bytes", path.display());
         }

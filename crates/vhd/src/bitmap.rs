@@ -25,7 +25,9 @@ impl Bitmap {
     pub fn filled(padded_len: usize, sectors: u64, set: bool) -> Bitmap {
         let mut bytes = vec![0u8; padded_len];
         if set {
-            let n = usize::try_from(sectors.div_ceil(8)).unwrap_or(padded_len).min(padded_len);
+            let n = usize::try_from(sectors.div_ceil(8))
+                .unwrap_or(padded_len)
+                .min(padded_len);
             bytes[..n].fill(0xFF);
         }
         Bitmap { bytes, sectors }
@@ -34,7 +36,9 @@ impl Bitmap {
     /// Whether sector `s` (in the block) is present.
     pub fn get(&self, s: u64) -> bool {
         let byte = usize::try_from(s / 8).unwrap_or(usize::MAX);
-        self.bytes.get(byte).is_some_and(|b| b & (0x80 >> (s % 8)) != 0)
+        self.bytes
+            .get(byte)
+            .is_some_and(|b| b & (0x80 >> (s % 8)) != 0)
     }
 
     /// Whether every sector of the block is present.
@@ -49,7 +53,11 @@ impl Bitmap {
 
     /// Bitmap byte `i` (covering sectors 8i..8i+8).
     pub fn byte(&self, i: u64) -> u8 {
-        usize::try_from(i).ok().and_then(|i| self.bytes.get(i)).copied().unwrap_or(0)
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.bytes.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sets bitmap byte `i`.
@@ -65,11 +73,12 @@ impl Bitmap {
         let mut s = first;
         while s < end {
             // Whole bytes at once where possible.
-            let (bit, next) = if s % 8 == 0 && s + 8 <= end && matches!(self.byte(s / 8), 0 | 0xFF) {
-                (self.byte(s / 8) == 0xFF, s + 8)
-            } else {
-                (self.get(s), s + 1)
-            };
+            let (bit, next) =
+                if s.is_multiple_of(8) && s + 8 <= end && matches!(self.byte(s / 8), 0 | 0xFF) {
+                    (self.byte(s / 8) == 0xFF, s + 8)
+                } else {
+                    (self.get(s), s + 1)
+                };
             match out.last_mut() {
                 Some(last) if last.0 == bit => last.2 = next,
                 _ => out.push((bit, s, next)),
@@ -92,7 +101,10 @@ mod tests {
         assert!(!b.get(1));
         assert_eq!(b.runs(0, 16), vec![(true, 0, 1), (false, 1, 16)]);
         b.bytes[1] = 0xFF;
-        assert_eq!(b.runs(0, 24), vec![(true, 0, 1), (false, 1, 8), (true, 8, 16), (false, 16, 24)]);
+        assert_eq!(
+            b.runs(0, 24),
+            vec![(true, 0, 1), (false, 1, 8), (true, 8, 16), (false, 16, 24)]
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use tempfile::NamedTempFile;
 use crate::disk::{Disk, OpenOptions};
 use crate::error::{IoContext, Result, VhdError};
 use crate::footer::{vhd_time, DiskType, Footer, MAX_VIRTUAL_SIZE};
-use crate::header::{DynamicHeader, LocatorEntry, DEFAULT_BLOCK_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use crate::header::{
+    DynamicHeader, LocatorEntry, DEFAULT_BLOCK_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
+};
 use crate::locator;
 use crate::uuid_fmt::DiskId;
 
@@ -31,7 +33,9 @@ pub enum NewDisk {
 impl NewDisk {
     /// Dynamic with the default 2 MiB blocks.
     pub fn dynamic() -> Self {
-        NewDisk::Dynamic { block_size: DEFAULT_BLOCK_SIZE }
+        NewDisk::Dynamic {
+            block_size: DEFAULT_BLOCK_SIZE,
+        }
     }
 }
 
@@ -39,8 +43,12 @@ impl NewDisk {
 /// fixed disk, which Hyper-V and Azure require).
 pub fn validate_size(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String>> {
     const OP: &str = "create";
-    if size == 0 || size % 512 != 0 {
-        return Err(VhdError::invalid(format!("size {size} is not a positive multiple of 512 bytes"), path, OP));
+    if size == 0 || !size.is_multiple_of(512) {
+        return Err(VhdError::invalid(
+            format!("size {size} is not a positive multiple of 512 bytes"),
+            path,
+            OP,
+        ));
     }
     if size > MAX_VIRTUAL_SIZE {
         return Err(VhdError::invalid(
@@ -50,7 +58,8 @@ pub fn validate_size(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String
         ));
     }
     if let NewDisk::Dynamic { block_size } = kind {
-        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
             return Err(VhdError::invalid(
                 format!("block size {block_size} is not a power of two from 4 KiB to 256 MiB"),
                 path,
@@ -59,7 +68,7 @@ pub fn validate_size(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String
         }
     }
     let mut warnings = vec![];
-    if kind == NewDisk::Fixed && size % (1 << 20) != 0 {
+    if kind == NewDisk::Fixed && !size.is_multiple_of(1 << 20) {
         warnings.push(format!(
             "{}: size {size} is not a multiple of 1 MiB; Hyper-V and Azure need fixed disks sized in whole MiB",
             path.display()
@@ -81,10 +90,18 @@ impl NewFile {
             _ => PathBuf::from("."),
         };
         if target.exists() {
-            return Err(VhdError::invalid("the file already exists", target, "create"));
+            return Err(VhdError::invalid(
+                "the file already exists",
+                target,
+                "create",
+            ));
         }
         if !dir.is_dir() {
-            return Err(VhdError::invalid(format!("the folder {} does not exist", dir.display()), target, "create"));
+            return Err(VhdError::invalid(
+                format!("the folder {} does not exist", dir.display()),
+                target,
+                "create",
+            ));
         }
         Self::new_replacing(target)
     }
@@ -95,13 +112,19 @@ impl NewFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(&dir)
             .ctx(target, "create")?;
-        Ok(NewFile { tmp, target: target.to_path_buf() })
+        Ok(NewFile {
+            tmp,
+            target: target.to_path_buf(),
+        })
     }
 
     pub fn file(&self) -> &File {
@@ -117,12 +140,18 @@ impl NewFile {
         let target = self.target.clone();
         self.tmp.as_file().sync_all().ctx(&target, "create")?;
         if replace {
-            self.tmp.persist(&target).map_err(|e| VhdError::io(e.error, &target, "create"))?;
+            self.tmp
+                .persist(&target)
+                .map_err(|e| VhdError::io(e.error, &target, "create"))?;
         } else {
-            self.tmp.persist_noclobber(&target).map_err(|e| VhdError::io(e.error, &target, "create"))?;
+            self.tmp
+                .persist_noclobber(&target)
+                .map_err(|e| VhdError::io(e.error, &target, "create"))?;
         }
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).ctx(&target, "create")?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .ctx(&target, "create")?;
         }
         Ok(())
     }
@@ -136,10 +165,27 @@ pub(crate) struct ParentLink {
 }
 
 impl ParentLink {
+    /// The name recorded in the header: the parent's file name alone, as VirtualBox writes it.
+    /// (Windows writes its absolute path; libvhdi looks for the base name in the child's folder,
+    /// with `\\` as the only separator, so a Unix path there would mislead it.) The locators
+    /// carry the paths.
+    pub fn file_name(&self) -> String {
+        self.abs_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn of(parent: &Disk) -> Result<ParentLink> {
         let abs = std::fs::canonicalize(parent.path()).ctx(parent.path(), "create")?;
-        let mtime = std::fs::metadata(&abs).and_then(|m| m.modified()).ctx(&abs, "create")?;
-        Ok(ParentLink { id: parent.footer().unique_id, abs_path: abs, mtime: vhd_time(mtime) })
+        let mtime = std::fs::metadata(&abs)
+            .and_then(|m| m.modified())
+            .ctx(&abs, "create")?;
+        Ok(ParentLink {
+            id: parent.footer().unique_id,
+            abs_path: abs,
+            mtime: vhd_time(mtime),
+        })
     }
 }
 
@@ -162,9 +208,12 @@ pub(crate) fn write_sparse_layout(
     if let Some(p) = parent {
         header.parent_id = p.id;
         header.parent_timestamp = p.mtime;
-        header.parent_name = p.abs_path.to_string_lossy().into_owned();
+        header.parent_name = p.file_name();
         let child_abs = absolute(child_path);
-        for (i, (code, data)) in locator::encode(&child_abs, &p.abs_path).into_iter().enumerate() {
+        for (i, (code, data)) in locator::encode(&child_abs, &p.abs_path)
+            .into_iter()
+            .enumerate()
+        {
             let space = (data.len() as u64).next_multiple_of(512);
             header.locators[i] = LocatorEntry {
                 code,
@@ -193,7 +242,10 @@ pub(crate) fn write_sparse_layout(
 
 /// An absolute form of a path that may not exist yet (its folder does).
 pub(crate) fn absolute(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().map(PathBuf::from).unwrap_or_default();
     std::fs::canonicalize(dir).map_or_else(|_| path.to_path_buf(), |d| d.join(name))
 }
@@ -208,13 +260,21 @@ pub fn create(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String>> {
 }
 
 /// Writes an empty disk of the given kind into a new file.
-pub(crate) fn write_empty(new: &NewFile, path: &Path, size: u64, kind: NewDisk, id: DiskId) -> Result<()> {
+pub(crate) fn write_empty(
+    new: &NewFile,
+    path: &Path,
+    size: u64,
+    kind: NewDisk,
+    id: DiskId,
+) -> Result<()> {
     match kind {
         NewDisk::Fixed => {
             let mut footer = Footer::new(DiskType::Fixed, size, id);
             preallocate(new.file(), size + 512);
             new.file().set_len(size + 512).ctx(path, "create")?;
-            new.file().write_all_at(&footer.to_bytes(), size).ctx(path, "create")
+            new.file()
+                .write_all_at(&footer.to_bytes(), size)
+                .ctx(path, "create")
         }
         NewDisk::Dynamic { block_size } => {
             let mut footer = Footer::new(DiskType::Dynamic, size, id);

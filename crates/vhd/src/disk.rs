@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{ErrorKind, IoContext, Result, VhdError};
 use crate::footer::{vhd_time, DiskType, Footer, FooterProblem, FOOTER_SIZE};
 use crate::header::{DynamicHeader, HeaderProblem, BAT_UNUSED, HEADER_SIZE};
-use crate::lock::{lock, LockMode};
 use crate::locator;
+use crate::lock::{lock, LockMode};
 use crate::sparse::{us, Ctx, Sparse};
 
 /// How to open a disk.
@@ -25,7 +25,11 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { write: false, lock: true, parents: true }
+        OpenOptions {
+            write: false,
+            lock: true,
+            parents: true,
+        }
     }
 }
 
@@ -37,7 +41,10 @@ impl OpenOptions {
 
     /// Read-write, exclusive lock on the disk, shared locks on its parents.
     pub fn write() -> Self {
-        OpenOptions { write: true, ..Self::default() }
+        OpenOptions {
+            write: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -66,15 +73,26 @@ pub(crate) struct FooterRead {
     pub problems: Vec<String>,
 }
 
-pub(crate) fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], off: u64, op: &'static str) -> Result<()> {
-    file.read_exact_at(buf, off).map_err(|e| VhdError::io(e, path, op).at(off))
+pub(crate) fn read_exact_at(
+    file: &File,
+    path: &Path,
+    buf: &mut [u8],
+    off: u64,
+    op: &'static str,
+) -> Result<()> {
+    file.read_exact_at(buf, off)
+        .map_err(|e| VhdError::io(e, path, op).at(off))
 }
 
 /// Reads the footer at the end of the file, falling back to the copy at offset 0.
 pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<FooterRead> {
     const OP: &str = "read footer";
     if len < 511 {
-        return Err(VhdError::corrupt(format!("the file is {len} bytes, too small to be a VHD"), path, OP));
+        return Err(VhdError::corrupt(
+            format!("the file is {len} bytes, too small to be a VHD"),
+            path,
+            OP,
+        ));
     }
     let mut problems = Vec::new();
     let mut damaged: Option<(Footer, u64)> = None;
@@ -82,7 +100,13 @@ pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<FooterRe
     if len >= 512 {
         read_exact_at(file, path, &mut end, len - 512, OP)?;
         match Footer::parse(&end) {
-            Ok(footer) => return Ok(FooterRead { footer, footer_pos: len - 512, problems }),
+            Ok(footer) => {
+                return Ok(FooterRead {
+                    footer,
+                    footer_pos: len - 512,
+                    problems,
+                })
+            }
             Err(FooterProblem::BadChecksum { footer, computed }) => {
                 problems.push(format!(
                     "the footer checksum is {:#010x}, expected {computed:#010x}",
@@ -90,7 +114,9 @@ pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<FooterRe
                 ));
                 damaged = Some((*footer, len - 512));
             }
-            Err(FooterProblem::Invalid(msg)) => problems.push(format!("the footer at the end is invalid: {msg}")),
+            Err(FooterProblem::Invalid(msg)) => {
+                problems.push(format!("the footer at the end is invalid: {msg}"))
+            }
             Err(FooterProblem::NoCookie) => {}
         }
     }
@@ -99,7 +125,11 @@ pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<FooterRe
         let mut short = [0u8; FOOTER_SIZE];
         read_exact_at(file, path, &mut short[..511], len - 511, OP)?;
         if let Ok(footer) = Footer::parse(&short) {
-            return Ok(FooterRead { footer, footer_pos: len - 511, problems });
+            return Ok(FooterRead {
+                footer,
+                footer_pos: len - 511,
+                problems,
+            });
         }
         if problems.is_empty() {
             problems.push("there is no footer at the end of the file".into());
@@ -112,12 +142,20 @@ pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<FooterRe
             if footer.disk_type != DiskType::Fixed {
                 problems.push("the footer copy at offset 0 is used instead".into());
                 let footer_pos = damaged.map_or(len, |(_, p)| p);
-                return Ok(FooterRead { footer, footer_pos, problems });
+                return Ok(FooterRead {
+                    footer,
+                    footer_pos,
+                    problems,
+                });
             }
         }
     }
     match damaged {
-        Some((footer, footer_pos)) => Ok(FooterRead { footer, footer_pos, problems }),
+        Some((footer, footer_pos)) => Ok(FooterRead {
+            footer,
+            footer_pos,
+            problems,
+        }),
         None => Err(VhdError::corrupt(
             format!("not a VHD file: {}", problems.join("; ")),
             path,
@@ -127,22 +165,43 @@ pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<FooterRe
 }
 
 /// Reads and checks the dynamic header, returns it with a list of non-fatal problems.
-pub(crate) fn read_header(file: &File, path: &Path, footer: &Footer, footer_pos: u64) -> Result<(DynamicHeader, Vec<String>)> {
+pub(crate) fn read_header(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    footer_pos: u64,
+) -> Result<(DynamicHeader, Vec<String>)> {
     const OP: &str = "read header";
     let at = footer.data_offset;
-    if at.checked_add(HEADER_SIZE as u64).is_none_or(|e| e > footer_pos) {
-        return Err(VhdError::corrupt(format!("the header offset {at:#x} is outside the file"), path, OP).at(40));
+    if at
+        .checked_add(HEADER_SIZE as u64)
+        .is_none_or(|e| e > footer_pos)
+    {
+        return Err(VhdError::corrupt(
+            format!("the header offset {at:#x} is outside the file"),
+            path,
+            OP,
+        )
+        .at(40));
     }
     let mut b = [0u8; HEADER_SIZE];
     read_exact_at(file, path, &mut b, at, OP)?;
     let (header, problems) = match DynamicHeader::parse(&b) {
         Ok(h) => (h, vec![]),
         Err(HeaderProblem::BadChecksum { header, computed }) => {
-            let msg = format!("the header checksum is {:#010x}, expected {computed:#010x}", header.checksum);
+            let msg = format!(
+                "the header checksum is {:#010x}, expected {computed:#010x}",
+                header.checksum
+            );
             (*header, vec![msg])
         }
         Err(HeaderProblem::NoCookie) => {
-            return Err(VhdError::corrupt("no dynamic header (cookie \"cxsparse\") where the footer points", path, OP).at(at))
+            return Err(VhdError::corrupt(
+                "no dynamic header (cookie \"cxsparse\") where the footer points",
+                path,
+                OP,
+            )
+            .at(at))
         }
         Err(HeaderProblem::Invalid(msg)) => return Err(VhdError::corrupt(msg, path, OP).at(at)),
     };
@@ -154,23 +213,49 @@ pub(crate) fn read_header(file: &File, path: &Path, footer: &Footer, footer_pos:
         );
         return Err(VhdError::corrupt(msg, path, OP).at(at + 28));
     }
-    if header.table_offset.checked_add(header.bat_bytes()).is_none_or(|e| e > footer_pos) {
-        let msg = format!("the BAT at {:#x} reaches past the end of the file", header.table_offset);
+    if header
+        .table_offset
+        .checked_add(header.bat_bytes())
+        .is_none_or(|e| e > footer_pos)
+    {
+        let msg = format!(
+            "the BAT at {:#x} reaches past the end of the file",
+            header.table_offset
+        );
         return Err(VhdError::corrupt(msg, path, OP).at(at + 16));
     }
     Ok((header, problems))
 }
 
 /// Reads the BAT and checks every entry: in bounds, no overlaps. Returns it and the end of data.
-pub(crate) fn read_bat(file: &File, path: &Path, h: &DynamicHeader, footer_pos: u64) -> Result<(Vec<u32>, u64)> {
+pub(crate) fn read_bat(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    h: &DynamicHeader,
+    footer_pos: u64,
+) -> Result<(Vec<u32>, u64)> {
     const OP: &str = "read BAT";
     let mut raw = vec![0u8; us(u64::from(h.max_table_entries) * 4)];
     read_exact_at(file, path, &mut raw, h.table_offset, OP)?;
-    let bat: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let bat: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     let block_len = h.bitmap_bytes() + u64::from(h.block_size);
     // (start, end, what) of every structure, to find overlaps.
     let mut spans: Vec<(u64, u64, String)> = vec![
-        (h.table_offset, h.table_offset + h.bat_bytes(), "the BAT".into()),
+        (0, 512, "the footer copy".into()),
+        (
+            footer.data_offset,
+            footer.data_offset + HEADER_SIZE as u64,
+            "the dynamic header".into(),
+        ),
+        (
+            h.table_offset,
+            h.table_offset + h.bat_bytes(),
+            "the BAT".into(),
+        ),
     ];
     for (i, &e) in bat.iter().enumerate() {
         if e == BAT_UNUSED {
@@ -179,7 +264,9 @@ pub(crate) fn read_bat(file: &File, path: &Path, h: &DynamicHeader, footer_pos: 
         let start = u64::from(e) * 512;
         let end = start + block_len;
         if end > footer_pos {
-            let msg = format!("BAT entry {i} points to {start:#x}, past the end of the data ({footer_pos:#x})");
+            let msg = format!(
+                "BAT entry {i} points to {start:#x}, past the end of the data ({footer_pos:#x})"
+            );
             return Err(VhdError::corrupt(msg, path, OP).at(h.table_offset + 4 * i as u64));
         }
         spans.push((start, end, format!("block {i}")));
@@ -193,7 +280,11 @@ pub(crate) fn read_bat(file: &File, path: &Path, h: &DynamicHeader, footer_pos: 
     }
     let mut data_end = spans.last().map_or(0, |s| s.1);
     for loc in h.locators.iter().filter(|l| l.code != 0) {
-        data_end = data_end.max(loc.data_offset.saturating_add(u64::from(loc.data_len)).min(footer_pos));
+        data_end = data_end.max(
+            loc.data_offset
+                .saturating_add(u64::from(loc.data_len))
+                .min(footer_pos),
+        );
     }
     Ok((bat, data_end.next_multiple_of(512).min(footer_pos)))
 }
@@ -206,13 +297,25 @@ impl Disk {
 
     fn open_in_chain(path: &Path, opts: OpenOptions, seen: &mut Vec<(u64, u64)>) -> Result<Disk> {
         const OP: &str = "open";
-        let file = std::fs::OpenOptions::new().read(true).write(opts.write).open(path).ctx(path, OP)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(opts.write)
+            .open(path)
+            .ctx(path, OP)?;
         let meta = file.metadata().ctx(path, OP)?;
         if seen.contains(&(meta.dev(), meta.ino())) {
-            return Err(VhdError::corrupt("the chain of parents loops back to this disk", path, OP));
+            return Err(VhdError::corrupt(
+                "the chain of parents loops back to this disk",
+                path,
+                OP,
+            ));
         }
         if seen.len() >= 255 {
-            return Err(VhdError::corrupt("the chain of parents is longer than 255 disks", path, OP));
+            return Err(VhdError::corrupt(
+                "the chain of parents is longer than 255 disks",
+                path,
+                OP,
+            ));
         }
         seen.push((meta.dev(), meta.ino()));
         let mode = match (opts.lock, opts.write) {
@@ -222,7 +325,11 @@ impl Disk {
         };
         lock(&file, mode, path, OP)?;
         let len = file.metadata().ctx(path, OP)?.len();
-        let FooterRead { mut footer, footer_pos, mut problems } = read_footer(&file, path, len)?;
+        let FooterRead {
+            mut footer,
+            footer_pos,
+            mut problems,
+        } = read_footer(&file, path, len)?;
         let layout = match footer.disk_type {
             DiskType::Fixed => {
                 if footer.current_size > footer_pos {
@@ -237,9 +344,11 @@ impl Disk {
             DiskType::Dynamic | DiskType::Differencing => {
                 let (header, hp) = read_header(&file, path, &footer, footer_pos)?;
                 problems.extend(hp);
-                let (bat, data_end) = read_bat(&file, path, &header, footer_pos)?;
+                let (bat, data_end) = read_bat(&file, path, &footer, &header, footer_pos)?;
                 let diff = footer.disk_type == DiskType::Differencing;
-                Layout::Sparse(Box::new(Sparse::new(header, bat, data_end, footer_pos, diff)))
+                Layout::Sparse(Box::new(Sparse::new(
+                    header, bat, data_end, footer_pos, diff,
+                )))
             }
         };
         if opts.write && !problems.is_empty() {
@@ -261,7 +370,10 @@ impl Disk {
             warnings: problems,
         };
         if opts.parents && disk.footer.disk_type == DiskType::Differencing {
-            let parent_opts = OpenOptions { write: false, ..opts };
+            let parent_opts = OpenOptions {
+                write: false,
+                ..opts
+            };
             let (parent, warning) = disk.open_parent(parent_opts, seen)?;
             disk.warnings.extend(warning);
             disk.parent = Some(Box::new(parent));
@@ -271,11 +383,17 @@ impl Disk {
 
     /// Where the parent may be, best first (see [`crate::locator`]).
     pub fn parent_candidates(&self) -> Vec<PathBuf> {
-        let Layout::Sparse(s) = &self.layout else { return vec![] };
+        let Layout::Sparse(s) = &self.layout else {
+            return vec![];
+        };
         parent_candidates(&self.file, &self.path, &s.header)
     }
 
-    fn open_parent(&self, opts: OpenOptions, seen: &mut Vec<(u64, u64)>) -> Result<(Disk, Option<String>)> {
+    fn open_parent(
+        &self,
+        opts: OpenOptions,
+        seen: &mut Vec<(u64, u64)>,
+    ) -> Result<(Disk, Option<String>)> {
         let (found, warning) = self.locate_parent()?;
         let parent = Disk::open_in_chain(&found, opts, seen)?;
         Ok((parent, warning))
@@ -285,17 +403,33 @@ impl Disk {
     /// warning when its time stamp differs from the one recorded.
     pub fn locate_parent(&self) -> Result<(PathBuf, Option<String>)> {
         let Layout::Sparse(s) = &self.layout else {
-            return Err(VhdError::invalid("a fixed disk has no parent", &self.path, "open parent"));
+            return Err(VhdError::invalid(
+                "a fixed disk has no parent",
+                &self.path,
+                "open parent",
+            ));
         };
         if self.footer.disk_type != DiskType::Differencing {
-            return Err(VhdError::invalid("this disk is not a differencing disk", &self.path, "open parent"));
+            return Err(VhdError::invalid(
+                "this disk is not a differencing disk",
+                &self.path,
+                "open parent",
+            ));
         }
         let candidates = self.parent_candidates();
         let Some(found) = candidates.iter().find(|p| p.is_file()) else {
             let tried = candidates.iter().map(|p| p.display().to_string()).collect();
-            return Err(VhdError::new(ErrorKind::ParentNotFound { tried }, &self.path, "open parent"));
+            return Err(VhdError::new(
+                ErrorKind::ParentNotFound { tried },
+                &self.path,
+                "open parent",
+            ));
         };
-        let alone = OpenOptions { write: false, lock: false, parents: false };
+        let alone = OpenOptions {
+            write: false,
+            lock: false,
+            parents: false,
+        };
         let parent = Disk::open(found, alone)?;
         if parent.footer.unique_id != s.header.parent_id {
             let kind = ErrorKind::ParentMismatch {
@@ -370,13 +504,26 @@ impl Disk {
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx { file: &self.file, path: &self.path, below: self.parent.as_deref(), footer: &self.footer_bytes }
+        Ctx {
+            file: &self.file,
+            path: &self.path,
+            below: self.parent.as_deref(),
+            footer: &self.footer_bytes,
+        }
     }
 
     fn check_range(&self, off: u64, len: usize, op: &'static str) -> Result<()> {
         let size = self.size();
         if off.checked_add(len as u64).is_none_or(|end| end > size) {
-            return Err(VhdError::new(ErrorKind::OutOfRange { offset: off, len: len as u64, size }, &self.path, op));
+            return Err(VhdError::new(
+                ErrorKind::OutOfRange {
+                    offset: off,
+                    len: len as u64,
+                    size,
+                },
+                &self.path,
+                op,
+            ));
         }
         Ok(())
     }
@@ -397,7 +544,10 @@ impl Disk {
         }
         self.check_range(off, data.len(), "write")?;
         match &self.layout {
-            Layout::Fixed => self.file.write_all_at(data, off).map_err(|e| VhdError::io(e, &self.path, "write").at(off)),
+            Layout::Fixed => self
+                .file
+                .write_all_at(data, off)
+                .map_err(|e| VhdError::io(e, &self.path, "write").at(off)),
             Layout::Sparse(s) => s.write_at(&self.ctx(), data, off),
         }
     }
@@ -444,8 +594,14 @@ impl Drop for Disk {
 
 /// The candidate paths of a differencing disk's parent, best first, without duplicates.
 pub(crate) fn parent_candidates(file: &File, path: &Path, h: &DynamicHeader) -> Vec<PathBuf> {
-    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let mut entries: Vec<_> = h.locators.iter().filter(|l| l.code != 0 && l.data_len > 0).collect();
+    let dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut entries: Vec<_> = h
+        .locators
+        .iter()
+        .filter(|l| l.code != 0 && l.data_len > 0)
+        .collect();
     entries.sort_by_key(|l| locator::preference(l.code));
     let mut out: Vec<PathBuf> = Vec::new();
     for loc in entries {
@@ -453,7 +609,8 @@ pub(crate) fn parent_candidates(file: &File, path: &Path, h: &DynamicHeader) -> 
         if file.read_exact_at(&mut data, loc.data_offset).is_err() {
             continue;
         }
-        if let Some(p) = locator::decode(loc.code, &data).and_then(|t| locator::host_path(&dir, &t)) {
+        if let Some(p) = locator::decode(loc.code, &data).and_then(|t| locator::host_path(&dir, &t))
+        {
             out.push(p);
         }
     }

@@ -70,8 +70,8 @@ pub enum ErrorKind {
 /// An error carrying its kind, the file, the operation and, when known, the byte offset.
 #[derive(Debug)]
 pub struct VhdError {
-    /// What went wrong.
-    pub kind: ErrorKind,
+    /// What went wrong (boxed: results stay small on the hot path).
+    pub kind: Box<ErrorKind>,
     /// The file concerned.
     pub path: PathBuf,
     /// The operation that failed ("open", "read", "write", "merge" …).
@@ -83,7 +83,12 @@ pub struct VhdError {
 impl VhdError {
     /// A new error.
     pub fn new(kind: ErrorKind, path: &Path, op: &'static str) -> Self {
-        Self { kind, path: path.to_path_buf(), op, offset: None }
+        Self {
+            kind: Box::new(kind),
+            path: path.to_path_buf(),
+            op,
+            offset: None,
+        }
     }
 
     /// The same error, located at a byte offset of the file.
@@ -111,7 +116,13 @@ impl VhdError {
 
 impl fmt::Display for VhdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} failed: {}", self.path.display(), self.op, self.kind)?;
+        write!(
+            f,
+            "{}: {} failed: {}",
+            self.path.display(),
+            self.op,
+            self.kind
+        )?;
         if let Some(off) = self.offset {
             write!(f, " (at byte offset {off:#x})")?;
         }
@@ -121,7 +132,7 @@ impl fmt::Display for VhdError {
 
 impl std::error::Error for VhdError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &*self.kind {
             ErrorKind::Io(e) => Some(e),
             _ => None,
         }

@@ -185,7 +185,11 @@ impl Footer {
         Footer {
             features: 2,
             format_version: 0x0001_0000,
-            data_offset: if disk_type == DiskType::Fixed { NO_OFFSET } else { 512 },
+            data_offset: if disk_type == DiskType::Fixed {
+                NO_OFFSET
+            } else {
+                512
+            },
             timestamp: vhd_time_now(),
             creator_app: STRATA_CREATOR,
             creator_version: 0x0001_0000,
@@ -213,7 +217,9 @@ impl Footer {
         };
         let version = be32(b, 12);
         if version >> 16 != 1 {
-            return Err(FooterProblem::Invalid(format!("unsupported format version {version:#x}")));
+            return Err(FooterProblem::Invalid(format!(
+                "unsupported format version {version:#x}"
+            )));
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[68..84]);
@@ -241,7 +247,10 @@ impl Footer {
         };
         let computed = checksum(b, CHECKSUM_AT);
         if computed != footer.checksum {
-            return Err(FooterProblem::BadChecksum { footer: Box::new(footer), computed });
+            return Err(FooterProblem::BadChecksum {
+                footer: Box::new(footer),
+                computed,
+            });
         }
         Ok(footer)
     }
@@ -283,7 +292,10 @@ pub fn vhd_time_now() -> u32 {
 
 /// A system time in seconds since 2000-01-01 UTC (0 before that, saturating after 2136).
 pub fn vhd_time(t: SystemTime) -> u32 {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     u32::try_from(secs.saturating_sub(VHD_EPOCH)).unwrap_or(u32::MAX)
 }
 
@@ -317,7 +329,10 @@ mod tests {
         assert_eq!(Footer::parse(&bytes).unwrap(), f);
         let mut bad = bytes;
         bad[50] ^= 1;
-        assert!(matches!(Footer::parse(&bad), Err(FooterProblem::BadChecksum { .. })));
+        assert!(matches!(
+            Footer::parse(&bad),
+            Err(FooterProblem::BadChecksum { .. })
+        ));
         bad[0] = b'x';
         assert_eq!(Footer::parse(&bad), Err(FooterProblem::NoCookie));
     }

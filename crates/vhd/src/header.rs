@@ -48,7 +48,11 @@ pub struct LocatorEntry {
 impl LocatorEntry {
     /// The platform code as four characters.
     pub fn code_str(&self) -> String {
-        self.code.to_be_bytes().iter().map(|&c| if c.is_ascii_graphic() { c as char } else { '?' }).collect()
+        self.code
+            .to_be_bytes()
+            .iter()
+            .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
+            .collect()
     }
 }
 
@@ -116,19 +120,25 @@ impl DynamicHeader {
             return Err(HeaderProblem::NoCookie);
         }
         let block_size = be32(b, 32);
-        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
             return Err(HeaderProblem::Invalid(format!(
                 "block size {block_size} is not a power of two between 4 KiB and 256 MiB"
             )));
         }
         let entries = be32(b, 28);
         if entries > MAX_BAT_ENTRIES {
-            return Err(HeaderProblem::Invalid(format!("{entries} BAT entries is more than {MAX_BAT_ENTRIES}")));
+            return Err(HeaderProblem::Invalid(format!(
+                "{entries} BAT entries is more than {MAX_BAT_ENTRIES}"
+            )));
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&b[40..56]);
-        let units: Vec<u16> =
-            b[64..576].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+        let units: Vec<u16> = b[64..576]
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
         let mut locators = [LocatorEntry::default(); 8];
         for (i, loc) in locators.iter_mut().enumerate() {
             let at = 576 + i * 24;
@@ -153,7 +163,10 @@ impl DynamicHeader {
         };
         let computed = checksum(b, CHECKSUM_AT);
         if computed != header.checksum {
-            return Err(HeaderProblem::BadChecksum { header: Box::new(header), computed });
+            return Err(HeaderProblem::BadChecksum {
+                header: Box::new(header),
+                computed,
+            });
         }
         Ok(header)
     }
@@ -197,7 +210,9 @@ impl DynamicHeader {
 
 /// Bytes of one block's sector bitmap for a block size, padded to a sector.
 pub fn bitmap_bytes(block_size: u32) -> u64 {
-    (u64::from(block_size) / 512).div_ceil(8).next_multiple_of(512)
+    (u64::from(block_size) / 512)
+        .div_ceil(8)
+        .next_multiple_of(512)
 }
 
 #[cfg(test)]
@@ -209,7 +224,12 @@ mod tests {
         let mut h = DynamicHeader::new(1536, 10, DEFAULT_BLOCK_SIZE);
         h.parent_name = "C:\\disks\\päréñt.vhd".into();
         h.parent_id = DiskId([9; 16]);
-        h.locators[0] = LocatorEntry { code: PLAT_W2RU, data_space: 512, data_len: 20, data_offset: 4096 };
+        h.locators[0] = LocatorEntry {
+            code: PLAT_W2RU,
+            data_space: 512,
+            data_len: 20,
+            data_offset: 4096,
+        };
         let b = h.to_bytes();
         // UTF-16 big-endian: 'C' is 00 43.
         assert_eq!(&b[64..66], &[0, 0x43]);
@@ -221,6 +241,9 @@ mod tests {
     fn bad_block_size_is_rejected() {
         let mut h = DynamicHeader::new(1536, 10, 3000);
         let b = h.to_bytes();
-        assert!(matches!(DynamicHeader::parse(&b), Err(HeaderProblem::Invalid(_))));
+        assert!(matches!(
+            DynamicHeader::parse(&b),
+            Err(HeaderProblem::Invalid(_))
+        ));
     }
 }

@@ -14,7 +14,14 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use crate::header::{PLAT_MACX, PLAT_W2KU, PLAT_W2RU, PLAT_WI2K, PLAT_WI2R};
 
 /// Characters escaped in `file://` URLs.
-const URL_ESCAPE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?');
+const URL_ESCAPE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?');
 
 /// The locator payloads Strata writes for a parent, as (platform code, bytes).
 pub fn encode(child: &Path, parent_abs: &Path) -> Vec<(u32, Vec<u8>)> {
@@ -27,20 +34,33 @@ pub fn encode(child: &Path, parent_abs: &Path) -> Vec<(u32, Vec<u8>)> {
     let rel_win = rel_win.replacen(".\\..", "..", 1);
     let abs = parent_abs.to_string_lossy().into_owned();
     let url = format!("file://{}", utf8_percent_encode(&abs, URL_ESCAPE));
-    vec![(PLAT_W2RU, utf16le(&rel_win)), (PLAT_W2KU, utf16le(&abs)), (PLAT_MACX, url.into_bytes())]
+    vec![
+        (PLAT_W2RU, utf16le(&rel_win)),
+        (PLAT_W2KU, utf16le(&abs)),
+        (PLAT_MACX, url.into_bytes()),
+    ]
 }
 
 /// Decodes a locator payload into the path text it holds, or `None` for unknown codes.
 pub fn decode(code: u32, data: &[u8]) -> Option<String> {
     match code {
         PLAT_W2KU | PLAT_W2RU => {
-            let units: Vec<u16> =
-                data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&u| u != 0)
+                .collect();
             Some(String::from_utf16_lossy(&units))
         }
-        PLAT_WI2K | PLAT_WI2R => Some(String::from_utf8_lossy(data).trim_end_matches('\0').to_string()),
+        PLAT_WI2K | PLAT_WI2R => Some(
+            String::from_utf8_lossy(data)
+                .trim_end_matches('\0')
+                .to_string(),
+        ),
         PLAT_MACX => {
-            let text = String::from_utf8_lossy(data).trim_end_matches('\0').to_string();
+            let text = String::from_utf8_lossy(data)
+                .trim_end_matches('\0')
+                .to_string();
             let path = text.strip_prefix("file://").unwrap_or(&text).to_string();
             Some(percent_decode_str(&path).decode_utf8_lossy().into_owned())
         }
@@ -70,9 +90,18 @@ pub fn host_path(child_dir: &Path, text: &str) -> Option<PathBuf> {
     }
     let unix = text.replace('\\', "/");
     let p = Path::new(&unix);
-    let joined = if p.is_absolute() { p.to_path_buf() } else { child_dir.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        child_dir.join(p)
+    };
     // Drop "." components ("./x.vhd" → "x.vhd"); ".." is kept (symbolic links make it meaningful).
-    Some(joined.components().filter(|c| *c != Component::CurDir).collect())
+    Some(
+        joined
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect(),
+    )
 }
 
 /// The base name of a Windows or Unix path text.
@@ -107,8 +136,17 @@ mod tests {
     fn round_trip_of_locators() {
         let enc = encode(Path::new("/vm/a/child.vhd"), Path::new("/vm/base disk.vhd"));
         let texts: Vec<String> = enc.iter().map(|(c, d)| decode(*c, d).unwrap()).collect();
-        assert_eq!(texts, vec!["..\\base disk.vhd", "/vm/base disk.vhd", "/vm/base disk.vhd"]);
-        assert!(String::from_utf8(enc[2].1.clone()).unwrap().starts_with("file:///vm/base%20disk.vhd"));
+        assert_eq!(
+            texts,
+            vec![
+                "..\\base disk.vhd",
+                "/vm/base disk.vhd",
+                "/vm/base disk.vhd"
+            ]
+        );
+        assert!(String::from_utf8(enc[2].1.clone())
+            .unwrap()
+            .starts_with("file:///vm/base%20disk.vhd"));
         let same = encode(Path::new("/vm/child.vhd"), Path::new("/vm/p.vhd"));
         assert_eq!(decode(same[0].0, &same[0].1).unwrap(), ".\\p.vhd");
     }
@@ -117,7 +155,10 @@ mod tests {
     fn host_paths() {
         let dir = Path::new("/d");
         assert_eq!(host_path(dir, ".\\p.vhd"), Some(PathBuf::from("/d/p.vhd")));
-        assert_eq!(host_path(Path::new("."), ".\\p.vhd"), Some(PathBuf::from("p.vhd")));
+        assert_eq!(
+            host_path(Path::new("."), ".\\p.vhd"),
+            Some(PathBuf::from("p.vhd"))
+        );
         assert_eq!(host_path(dir, "C:\\x\\p.vhd"), None);
         assert_eq!(base_name("C:\\x\\p.vhd"), "p.vhd");
         assert_eq!(base_name("/x/p.vhd"), "p.vhd");

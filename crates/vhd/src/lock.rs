@@ -28,9 +28,13 @@ pub(crate) fn lock(file: &File, mode: LockMode, path: &Path, op: &'static str) -
     };
     match res {
         Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => {
-            Err(VhdError::new(ErrorKind::Locked { holder: holder(file) }, path, op))
-        }
+        Err(TryLockError::WouldBlock) => Err(VhdError::new(
+            ErrorKind::Locked {
+                holder: holder(file),
+            },
+            path,
+            op,
+        )),
         Err(TryLockError::Error(e)) => Err(VhdError::io(e, path, op)),
     }
 }
@@ -44,8 +48,16 @@ fn holder(file: &File) -> Option<String> {
     for line in locks.lines() {
         // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let Some(dev_ino) = fields.iter().find(|f| f.matches(':').count() == 2) else { continue };
-        let Some(found) = dev_ino.rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) else { continue };
+        let Some(dev_ino) = fields.iter().find(|f| f.matches(':').count() == 2) else {
+            continue;
+        };
+        let Some(found) = dev_ino
+            .rsplit(':')
+            .next()
+            .and_then(|i| i.parse::<u64>().ok())
+        else {
+            continue;
+        };
         if found != ino {
             continue;
         }

@@ -49,11 +49,15 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn pread(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        self.file.read_exact_at(buf, off).map_err(|e| VhdError::io(e, self.path, "read").at(off))
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|e| VhdError::io(e, self.path, "read").at(off))
     }
 
     fn pwrite(&self, buf: &[u8], off: u64) -> Result<()> {
-        self.file.write_all_at(buf, off).map_err(|e| VhdError::io(e, self.path, "write").at(off))
+        self.file
+            .write_all_at(buf, off)
+            .map_err(|e| VhdError::io(e, self.path, "write").at(off))
     }
 
     /// Reads from the chain below, zeros where there is none.
@@ -95,7 +99,13 @@ pub(crate) struct Sparse {
 }
 
 impl Sparse {
-    pub fn new(header: DynamicHeader, bat: Vec<u32>, data_end: u64, footer_pos: u64, differencing: bool) -> Sparse {
+    pub fn new(
+        header: DynamicHeader,
+        bat: Vec<u32>,
+        data_end: u64,
+        footer_pos: u64,
+        differencing: bool,
+    ) -> Sparse {
         Sparse {
             block_size: u64::from(header.block_size),
             bitmap_size: header.bitmap_bytes(),
@@ -117,7 +127,10 @@ impl Sparse {
     }
 
     fn block_of(&self, off: u64) -> (u32, u64) {
-        (u32::try_from(off / self.block_size).unwrap_or(u32::MAX), off % self.block_size)
+        (
+            u32::try_from(off / self.block_size).unwrap_or(u32::MAX),
+            off % self.block_size,
+        )
     }
 
     /// The bitmap of an allocated block, from the dirty set, the cache or the file.
@@ -145,14 +158,25 @@ impl Sparse {
         self.read_locked(&st, ctx, buf, off, None)
     }
 
-    fn read_locked(&self, st: &State, ctx: &Ctx, buf: &mut [u8], off: u64, pending: Option<(u32, &Bitmap)>) -> Result<()> {
+    fn read_locked(
+        &self,
+        st: &State,
+        ctx: &Ctx,
+        buf: &mut [u8],
+        off: u64,
+        pending: Option<(u32, &Bitmap)>,
+    ) -> Result<()> {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = off + done as u64;
             let (block, in_block) = self.block_of(pos);
             let n = us((self.block_size - in_block).min((buf.len() - done) as u64));
             let out = &mut buf[done..done + n];
-            let entry = st.bat.get(us(u64::from(block))).copied().unwrap_or(BAT_UNUSED);
+            let entry = st
+                .bat
+                .get(us(u64::from(block)))
+                .copied()
+                .unwrap_or(BAT_UNUSED);
             if entry == BAT_UNUSED {
                 ctx.read_below(out, pos)?;
             } else {
@@ -189,7 +213,11 @@ impl Sparse {
         let st = self.state.read().expect("vhd state");
         let (first, _) = self.block_of(off);
         let (last, _) = self.block_of(off + len - 1);
-        let here = (first..=last).any(|b| st.bat.get(us(u64::from(b))).is_some_and(|&e| e != BAT_UNUSED));
+        let here = (first..=last).any(|b| {
+            st.bat
+                .get(us(u64::from(b)))
+                .is_some_and(|&e| e != BAT_UNUSED)
+        });
         here || below.is_some_and(|p| p.range_may_have_data(off, len))
     }
 
@@ -210,11 +238,21 @@ impl Sparse {
         Ok(())
     }
 
-    fn write_block(&self, st: &mut State, ctx: &Ctx, block: u32, in_block: u64, data: &[u8]) -> Result<()> {
+    fn write_block(
+        &self,
+        st: &mut State,
+        ctx: &Ctx,
+        block: u32,
+        in_block: u64,
+        data: &[u8],
+    ) -> Result<()> {
         let idx = us(u64::from(block));
         if st.bat[idx] == BAT_UNUSED {
             let vstart = u64::from(block) * self.block_size;
-            let below_has = self.differencing && ctx.below.is_some_and(|p| p.range_may_have_data(vstart, self.block_size));
+            let below_has = self.differencing
+                && ctx
+                    .below
+                    .is_some_and(|p| p.range_may_have_data(vstart, self.block_size));
             if !below_has && is_zero(data) {
                 return Ok(());
             }
@@ -232,11 +270,23 @@ impl Sparse {
         let mut buf = vec![0u8; us(a_end - a_start)];
         let vblock = u64::from(block) * self.block_size;
         if in_block != a_start {
-            self.read_locked(st, ctx, &mut buf[..us(CHUNK)], vblock + a_start, Some((block, &bm)))?;
+            self.read_locked(
+                st,
+                ctx,
+                &mut buf[..us(CHUNK)],
+                vblock + a_start,
+                Some((block, &bm)),
+            )?;
         }
         if end != a_end && (a_end - a_start > CHUNK || in_block == a_start) {
             let at = buf.len() - us(CHUNK);
-            self.read_locked(st, ctx, &mut buf[at..], vblock + a_end - CHUNK, Some((block, &bm)))?;
+            self.read_locked(
+                st,
+                ctx,
+                &mut buf[at..],
+                vblock + a_end - CHUNK,
+                Some((block, &bm)),
+            )?;
         }
         buf[us(in_block - a_start)..us(end - a_start)].copy_from_slice(data);
         ctx.pwrite(&buf, data_off + a_start)?;
@@ -258,7 +308,13 @@ impl Sparse {
         let sector = u32::try_from(start / 512)
             .ok()
             .filter(|&s| s != BAT_UNUSED)
-            .ok_or_else(|| VhdError::invalid("the file would grow past the format's 2 TiB offset limit", ctx.path, "write"))?;
+            .ok_or_else(|| {
+                VhdError::invalid(
+                    "the file would grow past the format's 2 TiB offset limit",
+                    ctx.path,
+                    "write",
+                )
+            })?;
         let old_len = st.footer_pos + 512;
         if end > st.footer_pos {
             ctx.pwrite(ctx.footer, end)?;
@@ -270,7 +326,11 @@ impl Sparse {
         if stale_to > stale_from {
             write_zeros(ctx, stale_from, stale_to - stale_from)?;
         }
-        let bm = Bitmap::filled(us(self.bitmap_size), self.sectors_per_block(), !self.differencing);
+        let bm = Bitmap::filled(
+            us(self.bitmap_size),
+            self.sectors_per_block(),
+            !self.differencing,
+        );
         ctx.pwrite(&bm.bytes, start)?;
         st.bat[us(u64::from(block))] = sector;
         st.dirty_bat.insert(block);
@@ -305,7 +365,10 @@ impl Sparse {
                 j += 1;
             }
             let (lo, hi) = (us(u64::from(dirty[i])), us(u64::from(dirty[j - 1])) + 1);
-            let bytes: Vec<u8> = st.bat[lo..hi].iter().flat_map(|e| e.to_be_bytes()).collect();
+            let bytes: Vec<u8> = st.bat[lo..hi]
+                .iter()
+                .flat_map(|e| e.to_be_bytes())
+                .collect();
             ctx.pwrite(&bytes, self.header.table_offset + 4 * lo as u64)?;
             i = j;
         }
@@ -357,7 +420,7 @@ impl Sparse {
 /// Whether a buffer holds only zeros.
 pub fn is_zero(buf: &[u8]) -> bool {
     let mut words = buf.chunks_exact(16);
-    let all = (&mut words).all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0);
+    let all = words.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0);
     all && words.remainder().iter().all(|&b| b == 0)
 }
 

@@ -56,9 +56,16 @@ struct Facts {
 
 /// Checks a disk (and its link to its parent); with `repair`, repairs it first.
 pub fn check(path: &Path, repair: bool) -> Result<Report> {
-    let mut report = Report { path: path.to_path_buf(), ..Report::default() };
+    let mut report = Report {
+        path: path.to_path_buf(),
+        ..Report::default()
+    };
     if repair {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).ctx(path, "repair")?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .ctx(path, "repair")?;
         lock(&file, LockMode::Exclusive, path, "repair")?;
         let mut scratch = Report::default();
         let facts = examine(&file, path, &mut scratch)?;
@@ -77,7 +84,10 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
         Ok(fr) => fr,
         Err(e) => {
             report.errors.push(e.kind.to_string());
-            return Ok(Facts { file_len, ..Facts::default() });
+            return Ok(Facts {
+                file_len,
+                ..Facts::default()
+            });
         }
     };
     let end_footer_ok = fr.problems.is_empty();
@@ -107,14 +117,27 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
     }
     // Footer copy at offset 0.
     let mut copy = [0u8; FOOTER_SIZE];
-    read_exact_at(file, path, &mut copy, 0, "check")?;
+    if file_len < 2 * FOOTER_SIZE as u64
+        || read_exact_at(file, path, &mut copy, 0, "check").is_err()
+    {
+        report
+            .errors
+            .push("the file is too short to hold a footer copy, a header and a footer".into());
+        return Ok(facts);
+    }
     match Footer::parse(&copy) {
         Ok(c) if c == footer => facts.copy_ok = true,
-        Ok(_) => report.errors.push("the footer copy at offset 0 differs from the footer at the end".into()),
+        Ok(_) => report
+            .errors
+            .push("the footer copy at offset 0 differs from the footer at the end".into()),
         Err(crate::footer::FooterProblem::BadChecksum { .. }) => {
-            report.errors.push("the footer copy at offset 0 has a wrong checksum too".into());
+            report
+                .errors
+                .push("the footer copy at offset 0 has a wrong checksum too".into());
         }
-        Err(_) => report.errors.push("the footer copy at offset 0 is missing or damaged".into()),
+        Err(_) => report
+            .errors
+            .push("the footer copy at offset 0 is missing or damaged".into()),
     }
     let (header, _) = match read_header(file, path, &footer, fr.footer_pos) {
         Ok(h) => h,
@@ -132,10 +155,13 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
             header.checksum
         ));
     }
-    let (bat, data_end) = match read_bat(file, path, &header, fr.footer_pos) {
+    let (bat, data_end) = match read_bat(file, path, &footer, &header, fr.footer_pos) {
         Ok(x) => x,
         Err(e) => {
-            let at = e.offset.map(|o| format!(" (at byte offset {o:#x})")).unwrap_or_default();
+            let at = e
+                .offset
+                .map(|o| format!(" (at byte offset {o:#x})"))
+                .unwrap_or_default();
             report.errors.push(format!("{}{at}", e.kind));
             return Ok(facts);
         }
@@ -154,7 +180,13 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
 
 /// Bitmap padding bits past the block's sectors must be clear or all set (peers differ); bits of a
 /// bitmap are otherwise all valid. Reads each bitmap once.
-fn check_bitmaps(file: &File, path: &Path, h: &DynamicHeader, bat: &[u32], report: &mut Report) -> Result<()> {
+fn check_bitmaps(
+    file: &File,
+    path: &Path,
+    h: &DynamicHeader,
+    bat: &[u32],
+    report: &mut Report,
+) -> Result<()> {
     let sectors = u64::from(h.block_size) / 512;
     let used = us(sectors.div_ceil(8));
     let mut buf = vec![0u8; us(h.bitmap_bytes())];
@@ -165,7 +197,9 @@ fn check_bitmaps(file: &File, path: &Path, h: &DynamicHeader, bat: &[u32], repor
         read_exact_at(file, path, &mut buf, u64::from(e) * 512, "check")?;
         let pad = &buf[used..];
         if !(pad.iter().all(|&b| b == 0) || pad.iter().all(|&b| b == 0xFF)) {
-            report.warnings.push(format!("block {i}: the padding of its sector bitmap holds stray bits"));
+            report.warnings.push(format!(
+                "block {i}: the padding of its sector bitmap holds stray bits"
+            ));
         }
     }
     Ok(())
@@ -174,10 +208,13 @@ fn check_bitmaps(file: &File, path: &Path, h: &DynamicHeader, bat: &[u32], repor
 /// Makes the repairs the facts call for. Each write is synced before the next.
 fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<String>> {
     let mut done = vec![];
-    let Some(mut footer) = facts.footer.clone() else { return Ok(done) };
+    let Some(mut footer) = facts.footer.clone() else {
+        return Ok(done);
+    };
     let sync = || file.sync_data().ctx(path, "repair");
     let write = |buf: &[u8], at: u64| {
-        file.write_all_at(buf, at).map_err(|e| VhdError::io(e, path, "repair").at(at))
+        file.write_all_at(buf, at)
+            .map_err(|e| VhdError::io(e, path, "repair").at(at))
     };
     if footer.disk_type == DiskType::Fixed {
         if !facts.end_footer_ok && footer.current_size <= facts.footer_pos {
@@ -187,7 +224,9 @@ fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<St
         }
         return Ok(done);
     }
-    let Some(data_end) = facts.data_end else { return Ok(done) };
+    let Some(data_end) = facts.data_end else {
+        return Ok(done);
+    };
     if facts.header_checksum_bad {
         let mut raw = [0u8; HEADER_SIZE];
         read_exact_at(file, path, &mut raw, footer.data_offset, "repair")?;
@@ -201,7 +240,11 @@ fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<St
     // The footer goes right after the data when the end is damaged or holds unused space.
     let unused_tail = facts.end_footer_ok && facts.footer_pos > data_end + REPORTED_GAP;
     if !facts.end_footer_ok || unused_tail {
-        let at = if facts.end_footer_ok || facts.footer_pos >= facts.file_len { data_end } else { facts.footer_pos.max(data_end) };
+        let at = if facts.end_footer_ok || facts.footer_pos >= facts.file_len {
+            data_end
+        } else {
+            facts.footer_pos.max(data_end)
+        };
         write(&bytes, at)?;
         sync()?;
         if facts.file_len > at + 512 {
@@ -209,9 +252,19 @@ fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<St
             sync()?;
         }
         done.push(if facts.end_footer_ok {
-            format!("dropped {} unused bytes before the footer", facts.footer_pos - data_end)
+            format!(
+                "dropped {} unused bytes before the footer",
+                facts.footer_pos - data_end
+            )
         } else {
-            format!("wrote a good footer at offset {at:#x} (from the {} footer)", if facts.copy_ok { "copy of the" } else { "damaged" })
+            format!(
+                "wrote a good footer at offset {at:#x} (from the {} footer)",
+                if facts.copy_ok {
+                    "copy of the"
+                } else {
+                    "damaged"
+                }
+            )
         });
     }
     if !facts.copy_ok || found.errors.iter().any(|e| e.contains("copy at offset 0")) {
@@ -224,13 +277,21 @@ fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<St
 
 /// Checks the whole chain above the disk: parent found, same unique id, time stamp.
 fn check_parent(path: &Path, report: &mut Report) {
-    let alone = OpenOptions { write: false, lock: false, parents: false };
-    let Ok(mut disk) = Disk::open(path, alone) else { return };
+    let alone = OpenOptions {
+        write: false,
+        lock: false,
+        parents: false,
+    };
+    let Ok(mut disk) = Disk::open(path, alone) else {
+        return;
+    };
     let mut depth = 0;
     while disk.disk_type() == DiskType::Differencing {
         depth += 1;
         if depth > 255 {
-            report.errors.push("the chain of parents is longer than 255 disks (a loop?)".into());
+            report
+                .errors
+                .push("the chain of parents is longer than 255 disks (a loop?)".into());
             return;
         }
         match disk.locate_parent() {
@@ -250,7 +311,9 @@ fn check_parent(path: &Path, report: &mut Report) {
             }
         }
         if crate::disk::same_file(disk.path(), path) {
-            report.errors.push("the chain of parents loops back to this disk".into());
+            report
+                .errors
+                .push("the chain of parents loops back to this disk".into());
             return;
         }
     }

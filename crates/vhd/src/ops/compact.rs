@@ -45,7 +45,9 @@ pub fn compact(path: &Path, progress: &dyn Progress) -> Result<Compacted> {
         }
     }
     let before = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let block_size = src.block_size().unwrap_or(crate::header::DEFAULT_BLOCK_SIZE);
+    let block_size = src
+        .block_size()
+        .unwrap_or(crate::header::DEFAULT_BLOCK_SIZE);
     let new = NewFile::new_replacing(path)?;
     let mut footer = src.footer().clone();
     write_sparse_layout(new.file(), path, path, &mut footer, block_size, None)?;
@@ -74,5 +76,9 @@ pub fn compact(path: &Path, progress: &dyn Progress) -> Result<Compacted> {
     drop(src);
     progress.finish();
     let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    Ok(Compacted { before, after, zero_blocks_dropped: dropped })
+    Ok(Compacted {
+        before,
+        after,
+        zero_blocks_dropped: dropped,
+    })
 }

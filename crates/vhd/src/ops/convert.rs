@@ -31,7 +31,7 @@ pub enum Target {
 /// Something to copy from.
 pub enum Source {
     /// A VHD and its chain.
-    Vhd(Disk),
+    Vhd(Box<Disk>),
     /// A raw image file or a block device.
     Raw {
         /// The open file.
@@ -61,15 +61,25 @@ impl Source {
                 ));
             }
         } else if looks_like_vhd(&file, meta.len()) {
-            return Ok(Source::Vhd(Disk::open(path, OpenOptions::read())?));
+            return Ok(Source::Vhd(Box::new(Disk::open(
+                path,
+                OpenOptions::read(),
+            )?)));
         }
         let size = if is_dev {
             use std::io::Seek;
-            (&file).seek(std::io::SeekFrom::End(0)).ctx(path, "open source")?
+            (&file)
+                .seek(std::io::SeekFrom::End(0))
+                .ctx(path, "open source")?
         } else {
             meta.len()
         };
-        Ok(Source::Raw { file, path: path.to_path_buf(), size, seekable_holes: !is_dev })
+        Ok(Source::Raw {
+            file,
+            path: path.to_path_buf(),
+            size,
+            seekable_holes: !is_dev,
+        })
     }
 
     /// Virtual size.
@@ -84,13 +94,15 @@ impl Source {
     fn may_have_data(&self, off: u64, len: u64) -> bool {
         match self {
             Source::Vhd(d) => d.range_may_have_data(off, len),
-            Source::Raw { file, seekable_holes: true, .. } => {
-                match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(off)) {
-                    Ok(next) => next < off + len,
-                    Err(rustix::io::Errno::NXIO) => false,
-                    Err(_) => true,
-                }
-            }
+            Source::Raw {
+                file,
+                seekable_holes: true,
+                ..
+            } => match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(off)) {
+                Ok(next) => next < off + len,
+                Err(rustix::io::Errno::NXIO) => false,
+                Err(_) => true,
+            },
             Source::Raw { .. } => true,
         }
     }
@@ -98,9 +110,9 @@ impl Source {
     fn read(&self, buf: &mut [u8], off: u64) -> Result<()> {
         match self {
             Source::Vhd(d) => d.read_at(buf, off),
-            Source::Raw { file, path, .. } => {
-                file.read_exact_at(buf, off).map_err(|e| VhdError::io(e, path, "read").at(off))
-            }
+            Source::Raw { file, path, .. } => file
+                .read_exact_at(buf, off)
+                .map_err(|e| VhdError::io(e, path, "read").at(off)),
         }
     }
 }
@@ -108,8 +120,12 @@ impl Source {
 /// Whether a file ends with (or starts with) a VHD footer cookie.
 fn looks_like_vhd(file: &File, len: u64) -> bool {
     let mut cookie = [0u8; 8];
-    let at_end = len >= 512 && file.read_exact_at(&mut cookie, len - 512).is_ok() && &cookie == FOOTER_COOKIE;
-    let at_end_511 = len >= 511 && file.read_exact_at(&mut cookie, len - 511).is_ok() && &cookie == FOOTER_COOKIE;
+    let at_end = len >= 512
+        && file.read_exact_at(&mut cookie, len - 512).is_ok()
+        && &cookie == FOOTER_COOKIE;
+    let at_end_511 = len >= 511
+        && file.read_exact_at(&mut cookie, len - 511).is_ok()
+        && &cookie == FOOTER_COOKIE;
     let at_start = file.read_exact_at(&mut cookie, 0).is_ok() && &cookie == FOOTER_COOKIE;
     at_end || at_end_511 || at_start
 }
@@ -147,14 +163,18 @@ pub fn convert(src: &Source, dst: &Path, target: Target, progress: &dyn Progress
         Target::Raw => {
             new.file().set_len(size).ctx(dst, "convert")?;
             copy(src, size, progress, |buf, off| {
-                new.file().write_all_at(buf, off).map_err(|e| VhdError::io(e, dst, "write").at(off))
+                new.file()
+                    .write_all_at(buf, off)
+                    .map_err(|e| VhdError::io(e, dst, "write").at(off))
             })?;
         }
         Target::Vhd(NewDisk::Fixed) => {
             let vsize = size.next_multiple_of(512);
             write_empty(&new, dst, vsize, NewDisk::Fixed, DiskId::random())?;
             copy(src, size, progress, |buf, off| {
-                new.file().write_all_at(buf, off).map_err(|e| VhdError::io(e, dst, "write").at(off))
+                new.file()
+                    .write_all_at(buf, off)
+                    .map_err(|e| VhdError::io(e, dst, "write").at(off))
             })?;
         }
         Target::Vhd(kind @ NewDisk::Dynamic { .. }) => {
@@ -195,5 +215,7 @@ pub(crate) fn copy(
 
 /// The default dynamic target.
 pub fn dynamic() -> Target {
-    Target::Vhd(NewDisk::Dynamic { block_size: DEFAULT_BLOCK_SIZE })
+    Target::Vhd(NewDisk::Dynamic {
+        block_size: DEFAULT_BLOCK_SIZE,
+    })
 }

@@ -103,43 +103,64 @@ pub struct Info {
 }
 
 fn four_cc(code: u32) -> String {
-    code.to_be_bytes().iter().map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' }).collect()
+    code.to_be_bytes()
+        .iter()
+        .map(|&c| {
+            if c.is_ascii_graphic() || c == b' ' {
+                c as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// Inspects a disk.
 pub fn inspect(path: &Path) -> Result<Info> {
-    let alone = OpenOptions { write: false, lock: false, parents: false };
+    let alone = OpenOptions {
+        write: false,
+        lock: false,
+        parents: false,
+    };
     let disk = Disk::open(path, alone)?;
     let f = disk.footer().clone();
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut problems: Vec<String> = disk.warnings().to_vec();
-    let parent = disk.header().filter(|_| f.disk_type == DiskType::Differencing).map(|h| {
-        let file = disk.file();
-        let mut locators = vec![];
-        for l in h.locators.iter().filter(|l| l.code != 0) {
-            let mut data = vec![0u8; usize::try_from(l.data_len.min(64 * 1024)).unwrap_or(0)];
-            let text = crate::disk::read_exact_at(file, path, &mut data, l.data_offset, "inspect")
-                .ok()
-                .and_then(|()| locator::decode(l.code, &data));
-            locators.push(LocatorInfo {
-                platform: l.code_str(),
-                path: text,
-                data_offset: l.data_offset,
-                data_len: l.data_len,
-                data_space: l.data_space,
-            });
-        }
-        ParentInfo {
-            path: None,
-            name: h.parent_name.clone(),
-            uuid: h.parent_id,
-            timestamp: h.parent_timestamp,
-            locators,
-        }
-    });
-    let (bs, entries, table) = disk
+    let parent = disk
         .header()
-        .map_or((None, None, None), |h| (Some(h.block_size), Some(h.max_table_entries), Some(h.table_offset)));
+        .filter(|_| f.disk_type == DiskType::Differencing)
+        .map(|h| {
+            let file = disk.file();
+            let mut locators = vec![];
+            for l in h.locators.iter().filter(|l| l.code != 0) {
+                let mut data = vec![0u8; usize::try_from(l.data_len.min(64 * 1024)).unwrap_or(0)];
+                let text =
+                    crate::disk::read_exact_at(file, path, &mut data, l.data_offset, "inspect")
+                        .ok()
+                        .and_then(|()| locator::decode(l.code, &data));
+                locators.push(LocatorInfo {
+                    platform: l.code_str(),
+                    path: text,
+                    data_offset: l.data_offset,
+                    data_len: l.data_len,
+                    data_space: l.data_space,
+                });
+            }
+            ParentInfo {
+                path: None,
+                name: h.parent_name.clone(),
+                uuid: h.parent_id,
+                timestamp: h.parent_timestamp,
+                locators,
+            }
+        });
+    let (bs, entries, table) = disk.header().map_or((None, None, None), |h| {
+        (
+            Some(h.block_size),
+            Some(h.max_table_entries),
+            Some(h.table_offset),
+        )
+    });
     let allocated_blocks = disk.allocated_blocks();
     let (chain, links) = follow_chain(disk, &mut problems);
     let parent = parent.map(|mut p| {
@@ -176,7 +197,10 @@ pub fn inspect(path: &Path) -> Result<Info> {
 /// Follows the chain link by link, recording what is wrong instead of failing.
 fn follow_chain(first: Disk, problems: &mut Vec<String>) -> (Vec<PathBuf>, Vec<LinkInfo>) {
     let mut chain = vec![first.path().to_path_buf()];
-    let mut links = vec![LinkInfo { path: first.path().to_path_buf(), status: "ok".into() }];
+    let mut links = vec![LinkInfo {
+        path: first.path().to_path_buf(),
+        status: "ok".into(),
+    }];
     let mut current = first;
     while current.disk_type() == DiskType::Differencing {
         match current.locate_parent() {
@@ -192,23 +216,37 @@ fn follow_chain(first: Disk, problems: &mut Vec<String>) -> (Vec<PathBuf>, Vec<L
                     problems.push("the chain is longer than 255 disks".into());
                     break;
                 }
-                match Disk::open(&p, OpenOptions { write: false, lock: false, parents: false }) {
+                match Disk::open(
+                    &p,
+                    OpenOptions {
+                        write: false,
+                        lock: false,
+                        parents: false,
+                    },
+                ) {
                     Ok(d) => {
-                        problems.extend(d.warnings().iter().map(|w| format!("{}: {w}", p.display())));
+                        problems
+                            .extend(d.warnings().iter().map(|w| format!("{}: {w}", p.display())));
                         chain.push(p.clone());
-                        links.push(LinkInfo { path: p, status: "ok".into() });
+                        links.push(LinkInfo {
+                            path: p,
+                            status: "ok".into(),
+                        });
                         current = d;
                     }
                     Err(e) => {
                         problems.push(e.to_string());
-                        links.push(LinkInfo { path: p, status: format!("unreadable: {}", e.kind) });
+                        links.push(LinkInfo {
+                            path: p,
+                            status: format!("unreadable: {}", e.kind),
+                        });
                         break;
                     }
                 }
             }
             Err(e) => {
                 problems.push(e.to_string());
-                let status = match &e.kind {
+                let status = match &*e.kind {
                     crate::ErrorKind::ParentNotFound { .. } => "parent not found".to_string(),
                     other => other.to_string(),
                 };

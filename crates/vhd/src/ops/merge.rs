@@ -22,16 +22,36 @@ use crate::sparse::us;
 
 /// Merges the differencing disk `child` into its parent and deletes it. Returns the parent's path.
 pub fn merge_into_parent(child_path: &Path, progress: &dyn Progress) -> Result<PathBuf> {
-    let child = Disk::open(child_path, OpenOptions { write: true, lock: true, parents: false })?;
+    let child = Disk::open(
+        child_path,
+        OpenOptions {
+            write: true,
+            lock: true,
+            parents: false,
+        },
+    )?;
     if child.disk_type() != DiskType::Differencing {
         return Err(VhdError::invalid(
-            format!("this is a {} disk, not a differencing disk: there is nothing to merge it into", child.disk_type().name()),
+            format!(
+                "this is a {} disk, not a differencing disk: there is nothing to merge it into",
+                child.disk_type().name()
+            ),
             child_path,
             "merge",
         ));
     }
     let (parent_path, _) = child.locate_parent()?;
-    if child.size() > Disk::open(&parent_path, OpenOptions { lock: false, parents: false, write: false })?.size() {
+    if child.size()
+        > Disk::open(
+            &parent_path,
+            OpenOptions {
+                lock: false,
+                parents: false,
+                write: false,
+            },
+        )?
+        .size()
+    {
         resize(&parent_path, child.size(), false)?;
     }
     let parent = Disk::open(&parent_path, OpenOptions::write())?;
@@ -54,14 +74,21 @@ pub fn merge_into_parent(child_path: &Path, progress: &dyn Progress) -> Result<P
     drop(child);
     std::fs::remove_file(child_path).ctx(child_path, "merge")?;
     if let Some(dir) = child_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ctx(child_path, "merge")?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .ctx(child_path, "merge")?;
     }
     progress.finish();
     Ok(parent_path)
 }
 
 /// Writes the whole chain seen from `child` into a new disk at `dst`; changes nothing else.
-pub fn merge_to(child_path: &Path, dst: &Path, target: Target, progress: &dyn Progress) -> Result<()> {
-    let src = Source::Vhd(Disk::open(child_path, OpenOptions::read())?);
+pub fn merge_to(
+    child_path: &Path,
+    dst: &Path,
+    target: Target,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let src = Source::Vhd(Box::new(Disk::open(child_path, OpenOptions::read())?));
     convert(&src, dst, target, progress)
 }

@@ -14,7 +14,7 @@ use crate::sparse::{is_zero, us};
 /// Changes the virtual size of the disk at `path` to `new_size` bytes.
 pub fn resize(path: &Path, new_size: u64, allow_shrink: bool) -> Result<()> {
     const OP: &str = "resize";
-    if new_size == 0 || new_size % 512 != 0 || new_size > MAX_VIRTUAL_SIZE {
+    if new_size == 0 || !new_size.is_multiple_of(512) || new_size > MAX_VIRTUAL_SIZE {
         return Err(VhdError::invalid(
             format!("size {new_size} must be a positive multiple of 512 bytes, at most 2040 GiB"),
             path,
@@ -41,7 +41,10 @@ pub fn resize(path: &Path, new_size: u64, allow_shrink: bool) -> Result<()> {
     footer.geometry = Geometry::for_size(new_size);
     let file = disk.file();
     let sync = || file.sync_data().ctx(path, OP);
-    let write = |buf: &[u8], at: u64| file.write_all_at(buf, at).map_err(|e| VhdError::io(e, path, OP).at(at));
+    let write = |buf: &[u8], at: u64| {
+        file.write_all_at(buf, at)
+            .map_err(|e| VhdError::io(e, path, OP).at(at))
+    };
     match &disk.layout {
         Layout::Fixed => {
             let fb = footer.to_bytes();
@@ -69,7 +72,10 @@ pub fn resize(path: &Path, new_size: u64, allow_shrink: bool) -> Result<()> {
                 for i in us(u64::from(needed))..st.bat.len() {
                     if st.bat[i] != BAT_UNUSED {
                         st.bat[i] = BAT_UNUSED;
-                        write(&BAT_UNUSED.to_be_bytes(), s.header.table_offset + 4 * i as u64)?;
+                        write(
+                            &BAT_UNUSED.to_be_bytes(),
+                            s.header.table_offset + 4 * i as u64,
+                        )?;
                     }
                 }
                 sync()?;

@@ -16,15 +16,33 @@ use crate::locator;
 /// recorded unless `force` (then the child records the new parent's id).
 pub fn set_parent(child_path: &Path, parent_path: &Path, force: bool) -> Result<()> {
     const OP: &str = "set parent";
-    let child = Disk::open(child_path, OpenOptions { write: true, lock: true, parents: false })?;
+    let child = Disk::open(
+        child_path,
+        OpenOptions {
+            write: true,
+            lock: true,
+            parents: false,
+        },
+    )?;
     if child.disk_type() != DiskType::Differencing {
-        return Err(VhdError::invalid("this is not a differencing disk", child_path, OP));
+        return Err(VhdError::invalid(
+            "this is not a differencing disk",
+            child_path,
+            OP,
+        ));
     }
     let parent = Disk::open(parent_path, OpenOptions::read())?;
     if crate::disk::same_file(child_path, parent_path) {
-        return Err(VhdError::invalid("a disk cannot be its own parent", child_path, OP));
+        return Err(VhdError::invalid(
+            "a disk cannot be its own parent",
+            child_path,
+            OP,
+        ));
     }
-    let mut header = child.header().expect("differencing disks have a header").clone();
+    let mut header = child
+        .header()
+        .expect("differencing disks have a header")
+        .clone();
     if parent.footer().unique_id != header.parent_id && !force {
         let kind = ErrorKind::ParentMismatch {
             parent: parent_path.display().to_string(),
@@ -34,7 +52,11 @@ pub fn set_parent(child_path: &Path, parent_path: &Path, force: bool) -> Result<
         return Err(VhdError::new(kind, child_path, OP));
     }
     if parent.size() < child.size() {
-        return Err(VhdError::invalid("the new parent is smaller than the child", child_path, OP));
+        return Err(VhdError::invalid(
+            "the new parent is smaller than the child",
+            child_path,
+            OP,
+        ));
     }
     let link = ParentLink::of(&parent)?;
     drop(parent);
@@ -59,14 +81,17 @@ pub fn set_parent(child_path: &Path, parent_path: &Path, force: bool) -> Result<
         blob.extend(padded);
         pos += space;
     }
-    let write = |buf: &[u8], at: u64| file.write_all_at(buf, at).map_err(|e| VhdError::io(e, child_path, OP).at(at));
+    let write = |buf: &[u8], at: u64| {
+        file.write_all_at(buf, at)
+            .map_err(|e| VhdError::io(e, child_path, OP).at(at))
+    };
     let mut footer = child.footer().clone();
     write(&footer.to_bytes(), pos)?;
     write(&blob, footer_pos)?;
     file.sync_data().ctx(child_path, OP)?;
     header.parent_id = link.id;
     header.parent_timestamp = link.mtime;
-    header.parent_name = link.abs_path.to_string_lossy().into_owned();
+    header.parent_name = link.file_name();
     write(&header.to_bytes(), footer.data_offset)?;
     file.sync_data().ctx(child_path, OP)?;
     Ok(())

@@ -18,7 +18,10 @@ pub fn create(base: &Path) -> Result<PathBuf> {
     let undo = undo_path(base);
     if undo.exists() {
         return Err(VhdError::invalid(
-            format!("an undo disk already exists ({}): commit or discard it first", undo.display()),
+            format!(
+                "an undo disk already exists ({}): commit or discard it first",
+                undo.display()
+            ),
             base,
             "undo create",
         ));
@@ -31,13 +34,28 @@ pub fn create(base: &Path) -> Result<PathBuf> {
 fn existing(base: &Path, op: &'static str) -> Result<PathBuf> {
     let undo = undo_path(base);
     if !undo.exists() {
-        return Err(VhdError::invalid(format!("there is no undo disk ({})", undo.display()), base, op));
+        return Err(VhdError::invalid(
+            format!("there is no undo disk ({})", undo.display()),
+            base,
+            op,
+        ));
     }
-    let disk = Disk::open(&undo, OpenOptions { write: false, lock: false, parents: false })?;
+    let disk = Disk::open(
+        &undo,
+        OpenOptions {
+            write: false,
+            lock: false,
+            parents: false,
+        },
+    )?;
     let (parent, _) = disk.locate_parent()?;
     if !crate::disk::same_file(&parent, base) {
         return Err(VhdError::invalid(
-            format!("{} is not an undo disk of this disk (its parent is {})", undo.display(), parent.display()),
+            format!(
+                "{} is not an undo disk of this disk (its parent is {})",
+                undo.display(),
+                parent.display()
+            ),
             base,
             op,
         ));
@@ -55,7 +73,14 @@ pub fn commit(base: &Path, progress: &dyn Progress) -> Result<()> {
 pub fn discard(base: &Path) -> Result<()> {
     let undo = existing(base, "undo discard")?;
     // Take the lock so that a disk in use is not deleted under its writer.
-    let disk = Disk::open(&undo, OpenOptions { write: true, lock: true, parents: false })?;
+    let disk = Disk::open(
+        &undo,
+        OpenOptions {
+            write: true,
+            lock: true,
+            parents: false,
+        },
+    )?;
     drop(disk);
     std::fs::remove_file(&undo).ctx(&undo, "undo discard")
 }
