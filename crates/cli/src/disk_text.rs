@@ -69,12 +69,28 @@ pub fn print_info(i: &Info) {
 }
 
 fn human(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n;
-    let mut u = 0;
-    while v >= 1024 && v.is_multiple_of(1024) && u < units.len() - 1 {
-        v /= 1024;
-        u += 1;
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut unit = 0;
+    let mut scaled = n;
+    while scaled >= 1024 && unit < UNITS.len() - 1 {
+        scaled /= 1024;
+        unit += 1;
     }
-    format!("{v} {}", units[u])
+    if unit == 0 {
+        return format!("{n} B");
+    }
+    // One decimal, computed in integers: tenths of the unit.
+    let div = 1u128 << (10 * unit);
+    let tenths = (u128::from(n) * 10 + div / 2) / div;
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(512), "512 B");
+        assert_eq!(super::human(64 << 20), "64.0 MiB");
+        assert_eq!(super::human(33_620_480), "32.1 MiB");
+    }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Strata and its tests need on Debian 12 (bookworm), as root or through sudo:
+# - qemu-utils (qemu-img, qemu-io, qemu-nbd) from bookworm-backports: QEMU 10, whose VHD driver
+#   reads a disk's size the way Hyper-V does (plain bookworm has QEMU 7.2, which uses the CHS
+#   geometry for creators it does not know and so sees a smaller disk than ours);
+# - libvhdi-utils (vhdiinfo, vhdimount) and fuse3: the second VHD peer, the only one that reads
+#   differencing disks;
+# - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks.
+# The backports suite is added (from the mirror the machine already uses) only when missing.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+
+has_backports() { grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; }
+
+add_backports() {
+  local uri=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list)
+  fi
+  if [ -z "$uri" ]; then
+    echo "install-deps: cannot find the Debian mirror in the apt sources; add bookworm-backports by hand" >&2
+    return 1
+  fi
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" |
+    $SUDO tee /etc/apt/sources.list.d/strata-backports.sources >/dev/null
+}
+
+if . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] && ! has_backports; then
+  add_backports
+fi
+$SUDO apt-get update -qq
+if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  $SUDO apt-get install -y -qq -t bookworm-backports qemu-utils >/dev/null
+else
+  $SUDO apt-get install -y -qq qemu-utils >/dev/null
+fi
+$SUDO apt-get install -y -qq libvhdi-utils fuse3 e2fsprogs mount time >/dev/null
+qemu-img --version | head -n 1
