@@ -316,3 +316,53 @@ fn shrink_only_when_allowed_and_empty() {
         assert!(strata_vhd::ops::check::check(&p, false).unwrap().ok());
     }
 }
+
+#[test]
+fn concurrent_readers_see_consistent_data_while_a_writer_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.vhd");
+    strata_vhd::create(
+        &base,
+        32 << 20,
+        NewDisk::Dynamic {
+            block_size: 1 << 20,
+        },
+    )
+    .unwrap();
+    let d = Disk::open(&base, OpenOptions::write()).unwrap();
+    // The first 8 MiB hold a fixed pattern; readers check it while the writer fills the rest.
+    d.write_at(&vec![0x5A; 8 << 20], 0).unwrap();
+    let child = dir.path().join("child.vhd");
+    d.close().unwrap();
+    strata_vhd::create_differencing(&child, &base).unwrap();
+    let d = Disk::open(&child, OpenOptions::write()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let d = &d;
+            s.spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                for i in 0..200u64 {
+                    let off = ((i * 7919 + t * 104_729) % 120) * 65536;
+                    d.read_at(&mut buf, off).unwrap();
+                    assert!(
+                        buf.iter().all(|&b| b == 0x5A),
+                        "reader {t} saw torn data at {off}"
+                    );
+                }
+            });
+        }
+        let d = &d;
+        s.spawn(move || {
+            for i in 0..300u64 {
+                let off = (8 << 20) + (i * 37 % 96) * 250_000;
+                d.write_at(&[u8::try_from(i % 200).unwrap() + 1; 70_000], off)
+                    .unwrap();
+                if i % 50 == 0 {
+                    d.flush().unwrap();
+                }
+            }
+        });
+    });
+    d.close().unwrap();
+    assert!(strata_vhd::ops::check::check(&child, false).unwrap().ok());
+}
