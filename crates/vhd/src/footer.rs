@@ -310,9 +310,12 @@ mod tests {
 
     #[test]
     fn geometry_matches_the_specification() {
-        // 127 MiB: the classic 17-sector branch.
+        // 127 MiB: the 17-sector branch (260096 sectors: 15299 cylinders*heads, 15 heads).
         let g = Geometry::for_size(127 * 1024 * 1024);
-        assert_eq!((g.heads, g.sectors), (8, 17));
+        assert_eq!((g.cylinders, g.heads, g.sectors), (1019, 15, 17));
+        // 1 GiB needs more than 16 heads at 17 sectors: the 63-sector branch, 16 heads.
+        let g = Geometry::for_size(1 << 30);
+        assert_eq!((g.cylinders, g.heads, g.sectors), (2080, 16, 63));
         // Large disks clamp at 65535/16/255.
         let g = Geometry::for_size(2040 * 1024 * 1024 * 1024);
         assert_eq!((g.cylinders, g.heads, g.sectors), (65535, 16, 255));

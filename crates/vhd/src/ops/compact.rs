@@ -9,6 +9,7 @@ use crate::create::{write_sparse_layout, NewFile};
 use crate::disk::{Disk, OpenOptions};
 use crate::error::{Result, VhdError};
 use crate::footer::DiskType;
+use crate::ops::convert::for_each_data_run;
 use crate::ops::progress::Progress;
 use crate::sparse::{is_zero, us};
 
@@ -66,7 +67,7 @@ pub fn compact(path: &Path, progress: &dyn Progress) -> Result<Compacted> {
             if is_zero(chunk) {
                 dropped += 1;
             } else {
-                out.write_at(chunk, off)?;
+                for_each_data_run(chunk, |at, run| out.write_at(run, off + at as u64))?;
             }
         }
         progress.advance(n);

@@ -203,12 +203,40 @@ pub(crate) fn copy(
         let chunk = &mut buf[..us(n)];
         if src.may_have_data(off, n) {
             src.read(chunk, off)?;
-            if !is_zero(chunk) {
-                write(chunk, off)?;
-            }
+            for_each_data_run(chunk, |at, run| write(run, off + at as u64))?;
         }
         progress.advance(n);
         off += n;
+    }
+    Ok(())
+}
+
+/// Zero detection granularity inside a chunk: a new file reads as zeros wherever nothing is
+/// written, so runs of zeros this long are skipped (what makes a half-zero image half the size).
+const ZERO_RUN: usize = 4096;
+
+/// Calls `f(offset, bytes)` for each maximal run of `buf` made of non-zero 4 KiB pieces.
+pub(crate) fn for_each_data_run(
+    buf: &[u8],
+    mut f: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut start: Option<usize> = None;
+    let mut at = 0;
+    while at < buf.len() {
+        let end = (at + ZERO_RUN).min(buf.len());
+        let zero = is_zero(&buf[at..end]);
+        match (zero, start) {
+            (false, None) => start = Some(at),
+            (true, Some(s)) => {
+                f(s, &buf[s..at])?;
+                start = None;
+            }
+            _ => {}
+        }
+        at = end;
+    }
+    if let Some(s) = start {
+        f(s, &buf[s..])?;
     }
     Ok(())
 }
@@ -218,4 +246,25 @@ pub fn dynamic() -> Target {
     Target::Vhd(NewDisk::Dynamic {
         block_size: DEFAULT_BLOCK_SIZE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_each_data_run;
+
+    #[test]
+    fn data_runs_skip_zero_pieces() {
+        let mut buf = vec![0u8; 5 * 4096 + 100];
+        buf[10] = 1;
+        buf[4096 * 2 + 5] = 2;
+        buf[4096 * 3] = 3;
+        buf[5 * 4096 + 99] = 4;
+        let mut runs = vec![];
+        for_each_data_run(&buf, |at, run| {
+            runs.push((at, run.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(runs, vec![(0, 4096), (8192, 8192), (20480, 100)]);
+    }
 }
