@@ -8,6 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use strata_vhd::ops::{check, compact, convert, inspect, merge, resize, set_parent, undo};
 use strata_vhd::NewDisk;
 
+use crate::plug;
 use crate::progress::Bar;
 use crate::size::parse_size;
 
@@ -97,6 +98,52 @@ pub enum DiskCommand {
         /// Allow a smaller size (only if the part cut off holds no data)
         #[arg(long)]
         allow_shrink: bool,
+    },
+    /// Serve a disk over NBD in the background and print its URI (writes go to an undo disk
+    /// unless --direct or --read-only).
+    Plug {
+        path: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        /// Write to the VHD itself instead of an undo disk
+        #[arg(long)]
+        direct: bool,
+        /// Also listen on TCP (e.g. 127.0.0.1:10809)
+        #[arg(long)]
+        tcp: Option<String>,
+    },
+    /// Stop serving a disk (unmounting it first); an undo disk is committed or discarded.
+    Unplug {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        path: Option<PathBuf>,
+        #[arg(long)]
+        all: bool,
+        /// Merge the undo disk's changes into the VHD
+        #[arg(long, conflicts_with = "discard")]
+        commit: bool,
+        /// Throw the undo disk's changes away
+        #[arg(long)]
+        discard: bool,
+    },
+    /// List plugged disks.
+    Query {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        path: Option<PathBuf>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The background server of a plugged disk (started by `plug`).
+    #[command(hide = true)]
+    Serve {
+        path: PathBuf,
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long)]
+        tcp: Option<String>,
     },
     /// Undo disks (BASE.vud): create, commit into the base, or discard.
     Undo {
@@ -259,6 +306,70 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
         } => {
             resize::resize(&path, size, allow_shrink)?;
             println!("resized {} to {size} bytes", path.display());
+        }
+        DiskCommand::Plug {
+            path,
+            read_only,
+            direct,
+            tcp,
+        } => {
+            let rec = plug::plug(
+                &path,
+                &plug::PlugOptions {
+                    read_only,
+                    direct,
+                    tcp,
+                },
+            )?;
+            println!("{}", rec.uri);
+            if let Some(t) = &rec.tcp_uri {
+                println!("{t}");
+            }
+        }
+        DiskCommand::Unplug {
+            path,
+            all: _,
+            commit,
+            discard,
+        } => {
+            let choice = match (commit, discard) {
+                (true, _) => plug::UndoChoice::Commit,
+                (_, true) => plug::UndoChoice::Discard,
+                _ => plug::UndoChoice::Ask,
+            };
+            for line in plug::unplug(path.as_deref(), choice)? {
+                eprintln!("{line}");
+            }
+        }
+        DiskCommand::Query { path, all: _, json } => {
+            let list = plug::query(path.as_deref())?;
+            if json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!("no disk is plugged in");
+            } else {
+                for r in &list {
+                    let undo = r
+                        .undo_path
+                        .as_ref()
+                        .map(|u| format!(" undo {}", u.display()))
+                        .unwrap_or_default();
+                    let mnt = r
+                        .mount_point
+                        .as_ref()
+                        .map(|m| format!(" mounted on {}", m.display()))
+                        .unwrap_or_default();
+                    println!("{} {} ({:?}){undo}{mnt}", r.path.display(), r.uri, r.mode);
+                }
+            }
+        }
+        DiskCommand::Serve {
+            path,
+            socket,
+            read_only,
+            tcp,
+        } => {
+            plug::serve(&path, &socket, read_only, tcp.as_deref())?;
         }
         DiskCommand::Undo { action, base } => match action {
             UndoAction::Create => println!("created undo disk {}", undo::create(&base)?.display()),

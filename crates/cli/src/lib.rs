@@ -3,6 +3,8 @@
 
 mod disk;
 mod disk_text;
+mod mount;
+mod plug;
 mod progress;
 mod size;
 

@@ -67,6 +67,9 @@ pub fn validate_size(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String
             ));
         }
     }
+    if let NewDisk::Dynamic { block_size } = kind {
+        check_bat_entries(path, size, block_size, OP)?;
+    }
     let mut warnings = vec![];
     if kind == NewDisk::Fixed && !size.is_multiple_of(1 << 20) {
         warnings.push(format!(
@@ -75,6 +78,26 @@ pub fn validate_size(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String
         ));
     }
     Ok(warnings)
+}
+
+/// Refuses a size that needs more BAT entries than a disk may have.
+pub(crate) fn check_bat_entries(
+    path: &Path,
+    size: u64,
+    block_size: u32,
+    op: &'static str,
+) -> Result<()> {
+    let entries = size.div_ceil(u64::from(block_size));
+    let max = crate::header::MAX_BAT_ENTRIES;
+    if entries > u64::from(max) {
+        let min_block = size.div_ceil(u64::from(max)).next_power_of_two();
+        return Err(VhdError::invalid(
+            format!("{size} bytes in blocks of {block_size} needs {entries} blocks, more than the {max} allowed: use a block size of at least {min_block}"),
+            path,
+            op,
+        ));
+    }
+    Ok(())
 }
 
 /// A file being written under a temporary name beside its final path.

@@ -279,12 +279,10 @@ pub(crate) fn read_bat(
         }
     }
     let mut data_end = spans.last().map_or(0, |s| s.1);
+    // Locator data and the space reserved for it (Windows reserves up to 64 KiB, in bytes).
     for loc in h.locators.iter().filter(|l| l.code != 0) {
-        data_end = data_end.max(
-            loc.data_offset
-                .saturating_add(u64::from(loc.data_len))
-                .min(footer_pos),
-        );
+        let reserved = u64::from(loc.data_len.max(loc.data_space));
+        data_end = data_end.max(loc.data_offset.saturating_add(reserved).min(footer_pos));
     }
     Ok((bat, data_end.next_multiple_of(512).min(footer_pos)))
 }
@@ -292,16 +290,49 @@ pub(crate) fn read_bat(
 impl Disk {
     /// Opens a VHD and, for a differencing disk, its chain of parents.
     pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Disk> {
-        Self::open_in_chain(path.as_ref(), opts, &mut Vec::new())
+        let path = path.as_ref();
+        if opts.write && !opts.parents {
+            // Writing without the chain below would complete partial writes with zeros instead of
+            // the parent's bytes: refused. (Maintenance that writes no data has its own mode.)
+            let probe = Disk::open(
+                path,
+                OpenOptions {
+                    write: false,
+                    lock: false,
+                    parents: false,
+                },
+            )?;
+            if probe.disk_type() == DiskType::Differencing {
+                return Err(VhdError::invalid(
+                    "a differencing disk cannot be opened for writing without its parents",
+                    path,
+                    "open",
+                ));
+            }
+        }
+        Self::open_in_chain(path, opts, &mut Vec::new(), false)
     }
 
-    fn open_in_chain(path: &Path, opts: OpenOptions, seen: &mut Vec<(u64, u64)>) -> Result<Disk> {
+    /// Opens a disk alone, read-write at the file level and locked exclusively, but refusing
+    /// data writes: for operations that only rewrite metadata (set-parent) or read a child that
+    /// nobody else may touch (merge, undo discard).
+    pub(crate) fn open_maintenance(path: &Path) -> Result<Disk> {
+        let opts = OpenOptions {
+            write: true,
+            lock: true,
+            parents: false,
+        };
+        Self::open_in_chain(path, opts, &mut Vec::new(), true)
+    }
+
+    fn open_in_chain(
+        path: &Path,
+        opts: OpenOptions,
+        seen: &mut Vec<(u64, u64)>,
+        maintenance: bool,
+    ) -> Result<Disk> {
         const OP: &str = "open";
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(opts.write)
-            .open(path)
-            .ctx(path, OP)?;
+        let file = open_locked(path, opts)?;
         let meta = file.metadata().ctx(path, OP)?;
         if seen.contains(&(meta.dev(), meta.ino())) {
             return Err(VhdError::corrupt(
@@ -318,12 +349,6 @@ impl Disk {
             ));
         }
         seen.push((meta.dev(), meta.ino()));
-        let mode = match (opts.lock, opts.write) {
-            (false, _) => LockMode::None,
-            (true, true) => LockMode::Exclusive,
-            (true, false) => LockMode::Shared,
-        };
-        lock(&file, mode, path, OP)?;
         let len = file.metadata().ctx(path, OP)?.len();
         let FooterRead {
             mut footer,
@@ -362,7 +387,7 @@ impl Disk {
         let mut disk = Disk {
             path: path.to_path_buf(),
             file,
-            writable: opts.write,
+            writable: opts.write && !maintenance,
             footer_bytes: footer.to_bytes(),
             footer,
             layout,
@@ -395,7 +420,7 @@ impl Disk {
         seen: &mut Vec<(u64, u64)>,
     ) -> Result<(Disk, Option<String>)> {
         let (found, warning) = self.locate_parent()?;
-        let parent = Disk::open_in_chain(&found, opts, seen)?;
+        let parent = Disk::open_in_chain(&found, opts, seen, false)?;
         Ok((parent, warning))
     }
 
@@ -552,6 +577,47 @@ impl Disk {
         }
     }
 
+    /// Makes `[off, off + len)` read as zeros. With `unmap`, whole blocks go back to unallocated
+    /// where nothing below would show through; everything else is written with zeros (which
+    /// allocates nothing where the disk already reads zeros).
+    pub fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> Result<()> {
+        if !self.writable {
+            return Err(VhdError::new(
+                ErrorKind::ReadOnly,
+                &self.path,
+                "write zeroes",
+            ));
+        }
+        self.check_range(off, us(len), "write zeroes")?;
+        let rest = match (&self.layout, unmap) {
+            (Layout::Sparse(s), true) => s.unmap(&self.ctx(), off, len),
+            _ => vec![(off, off + len)],
+        };
+        let zeros = vec![0u8; us(len.min(1 << 20))];
+        for (start, end) in rest {
+            let mut pos = start;
+            while pos < end {
+                let n = (end - pos).min(zeros.len() as u64);
+                self.write_at(&zeros[..us(n)], pos)?;
+                pos += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards (TRIM) `[off, off + len)`: whole blocks that can be freed are freed (and read as
+    /// zeros); the rest keeps its contents, which TRIM allows.
+    pub fn discard(&self, off: u64, len: u64) -> Result<()> {
+        if !self.writable {
+            return Err(VhdError::new(ErrorKind::ReadOnly, &self.path, "discard"));
+        }
+        self.check_range(off, us(len), "discard")?;
+        if let Layout::Sparse(s) = &self.layout {
+            s.unmap(&self.ctx(), off, len);
+        }
+        Ok(())
+    }
+
     /// Makes every completed write durable.
     pub fn flush(&self) -> Result<()> {
         if !self.writable {
@@ -576,11 +642,26 @@ impl Disk {
         }
     }
 
-    /// Virtual byte ranges whose data this file itself holds (not its parents), merged.
+    /// Virtual byte ranges whose data this file itself holds (not its parents), merged, within
+    /// the virtual size (a block may hold sectors past the end after a shrink or at an odd size).
     pub fn extents(&self) -> Result<Vec<(u64, u64)>> {
+        let size = self.size();
+        let all = match &self.layout {
+            Layout::Fixed => vec![(0, size)],
+            Layout::Sparse(s) => s.extents(&self.ctx())?,
+        };
+        Ok(all
+            .into_iter()
+            .filter(|&(a, _)| a < size)
+            .map(|(a, b)| (a, b.min(size)))
+            .collect())
+    }
+
+    /// Where the footer at the end of the file is.
+    pub(crate) fn footer_pos(&self) -> u64 {
         match &self.layout {
-            Layout::Fixed => Ok(vec![(0, self.size())]),
-            Layout::Sparse(s) => s.extents(&self.ctx()),
+            Layout::Fixed => self.size(),
+            Layout::Sparse(s) => s.state.read().expect("vhd state").footer_pos,
         }
     }
 }
@@ -653,4 +734,35 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => a == b,
     }
+}
+
+/// Opens and locks a file, making sure the file locked is still the one at `path` (a compact
+/// renames a new file over the old one; a lock on the old one would protect nothing).
+fn open_locked(path: &Path, opts: OpenOptions) -> Result<File> {
+    const OP: &str = "open";
+    let mode = match (opts.lock, opts.write) {
+        (false, _) => LockMode::None,
+        (true, true) => LockMode::Exclusive,
+        (true, false) => LockMode::Shared,
+    };
+    for _ in 0..3 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(opts.write)
+            .open(path)
+            .ctx(path, OP)?;
+        lock(&file, mode, path, OP)?;
+        let (held, now) = (
+            file.metadata().ctx(path, OP)?,
+            std::fs::metadata(path).ctx(path, OP)?,
+        );
+        if mode == LockMode::None || (held.dev(), held.ino()) == (now.dev(), now.ino()) {
+            return Ok(file);
+        }
+    }
+    Err(VhdError::invalid(
+        "the file keeps being replaced while it is opened",
+        path,
+        OP,
+    ))
 }

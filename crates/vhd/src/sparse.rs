@@ -385,6 +385,43 @@ impl Sparse {
         Ok(())
     }
 
+    /// Returns whole blocks inside `[off, off + len)` to unallocated, where nothing below would
+    /// show through. Returns the ranges left as they were (partial blocks, blocks over data).
+    /// Like every metadata change, the BAT reaches the file at the next flush; the freed space
+    /// is not reused (compact reclaims it), so an unflushed unmap can only be forgotten.
+    pub fn unmap(&self, ctx: &Ctx, off: u64, len: u64) -> Vec<(u64, u64)> {
+        let mut st = self.state.write().expect("vhd state");
+        let mut rest = vec![];
+        let end = off + len;
+        let mut pos = off;
+        while pos < end {
+            let (block, in_block) = self.block_of(pos);
+            let block_start = pos - in_block;
+            let block_end = (block_start + self.block_size).min(end);
+            let whole = in_block == 0 && block_start + self.block_size <= end;
+            let below = self.differencing
+                && ctx
+                    .below
+                    .is_some_and(|p| p.range_may_have_data(block_start, self.block_size));
+            let idx = us(u64::from(block));
+            if whole && !below {
+                if st.bat[idx] != BAT_UNUSED {
+                    st.bat[idx] = BAT_UNUSED;
+                    st.dirty_bat.insert(block);
+                    st.dirty_bitmaps.remove(&block);
+                    self.cache.lock().expect("bitmap cache").remove(&block);
+                }
+            } else {
+                match rest.last_mut() {
+                    Some((_, e)) if *e == pos => *e = block_end,
+                    _ => rest.push((pos, block_end)),
+                }
+            }
+            pos = block_end;
+        }
+        rest
+    }
+
     /// Allocated blocks.
     pub fn allocated_blocks(&self) -> u32 {
         let st = self.state.read().expect("vhd state");

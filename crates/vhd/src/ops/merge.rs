@@ -22,14 +22,7 @@ use crate::sparse::us;
 
 /// Merges the differencing disk `child` into its parent and deletes it. Returns the parent's path.
 pub fn merge_into_parent(child_path: &Path, progress: &dyn Progress) -> Result<PathBuf> {
-    let child = Disk::open(
-        child_path,
-        OpenOptions {
-            write: true,
-            lock: true,
-            parents: false,
-        },
-    )?;
+    let child = Disk::open_maintenance(child_path)?;
     if child.disk_type() != DiskType::Differencing {
         return Err(VhdError::invalid(
             format!(
@@ -71,8 +64,9 @@ pub fn merge_into_parent(child_path: &Path, progress: &dyn Progress) -> Result<P
         }
     }
     parent.close()?;
-    drop(child);
+    // Deleted while still locked, so no writer can slip in between.
     std::fs::remove_file(child_path).ctx(child_path, "merge")?;
+    drop(child);
     if let Some(dir) = child_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())

@@ -36,8 +36,13 @@ pub fn resize(path: &Path, new_size: u64, allow_shrink: bool) -> Result<()> {
         }
         ensure_zero(&disk, new_size, old)?;
     }
+    if let Some(bs) = disk.block_size() {
+        crate::create::check_bat_entries(path, new_size, bs, OP)?;
+    }
     let mut footer = disk.footer().clone();
     footer.current_size = new_size;
+    // libvhdi takes the size from `original_size`; Strata keeps both equal after a resize.
+    footer.original_size = new_size;
     footer.geometry = Geometry::for_size(new_size);
     let file = disk.file();
     let sync = || file.sync_data().ctx(path, OP);
@@ -49,10 +54,10 @@ pub fn resize(path: &Path, new_size: u64, allow_shrink: bool) -> Result<()> {
         Layout::Fixed => {
             let fb = footer.to_bytes();
             if new_size > old {
-                file.set_len(new_size + 512).ctx(path, OP)?;
+                // The new footer first (it extends the file), so there is always one at the end;
+                // then the old one, now inside the new space, is zeroed.
                 write(&fb, new_size)?;
                 sync()?;
-                // The old footer now lies inside the new space: zero it.
                 write(&[0u8; 512], old)?;
             } else {
                 write(&fb, new_size)?;
@@ -67,8 +72,10 @@ pub fn resize(path: &Path, new_size: u64, allow_shrink: bool) -> Result<()> {
             let bs = u64::from(s.header.block_size);
             let needed = u32::try_from(new_size.div_ceil(bs))
                 .map_err(|_| VhdError::invalid("too many blocks", path, OP))?;
-            if new_size < old {
+            if new_size < old && disk.disk_type() != crate::DiskType::Differencing {
                 // Blocks entirely past the end are dropped from the BAT (they hold only zeros).
+                // Not in a differencing disk: there its zeros may hide the parent's data, which
+                // a later grow would otherwise bring back.
                 for i in us(u64::from(needed))..st.bat.len() {
                     if st.bat[i] != BAT_UNUSED {
                         st.bat[i] = BAT_UNUSED;

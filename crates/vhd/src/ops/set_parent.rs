@@ -16,14 +16,7 @@ use crate::locator;
 /// recorded unless `force` (then the child records the new parent's id).
 pub fn set_parent(child_path: &Path, parent_path: &Path, force: bool) -> Result<()> {
     const OP: &str = "set parent";
-    let child = Disk::open(
-        child_path,
-        OpenOptions {
-            write: true,
-            lock: true,
-            parents: false,
-        },
-    )?;
+    let child = Disk::open_maintenance(child_path)?;
     if child.disk_type() != DiskType::Differencing {
         return Err(VhdError::invalid(
             "this is not a differencing disk",
@@ -61,8 +54,7 @@ pub fn set_parent(child_path: &Path, parent_path: &Path, force: bool) -> Result<
     let link = ParentLink::of(&parent)?;
     drop(parent);
     let file = child.file();
-    let len = file.metadata().ctx(child_path, OP)?.len();
-    let footer_pos = len - 512;
+    let footer_pos = child.footer_pos();
     let child_abs = crate::create::absolute(child_path);
     let payloads = locator::encode(&child_abs, &link.abs_path);
     let mut pos = footer_pos;

@@ -73,14 +73,8 @@ pub fn commit(base: &Path, progress: &dyn Progress) -> Result<()> {
 pub fn discard(base: &Path) -> Result<()> {
     let undo = existing(base, "undo discard")?;
     // Take the lock so that a disk in use is not deleted under its writer.
-    let disk = Disk::open(
-        &undo,
-        OpenOptions {
-            write: true,
-            lock: true,
-            parents: false,
-        },
-    )?;
+    let disk = Disk::open_maintenance(&undo)?;
+    std::fs::remove_file(&undo).ctx(&undo, "undo discard")?;
     drop(disk);
-    std::fs::remove_file(&undo).ctx(&undo, "undo discard")
+    Ok(())
 }
