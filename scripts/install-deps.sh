@@ -5,6 +5,7 @@
 #   geometry for creators it does not know and so sees a smaller disk than ours);
 # - libvhdi-utils (vhdiinfo, vhdimount) and fuse3: the second VHD peer, the only one that reads
 #   differencing disks;
+# - libnbd-bin (nbdcopy, nbdinfo): NBD clients for the storage server tests;
 # - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks.
 # The backports suite is added (from the mirror the machine already uses) only when missing.
 set -euo pipefail
@@ -39,5 +40,5 @@ if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/
 else
   $SUDO apt-get install -y -qq qemu-utils >/dev/null
 fi
-$SUDO apt-get install -y -qq libvhdi-utils fuse3 e2fsprogs mount time >/dev/null
+$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time >/dev/null
 qemu-img --version | head -n 1

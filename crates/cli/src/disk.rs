@@ -134,6 +134,19 @@ pub enum DiskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Plug a disk and mount its file system (the first partition by default) on DIR.
+    Mount {
+        path: PathBuf,
+        dir: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        /// Write to the VHD itself instead of an undo disk
+        #[arg(long)]
+        direct: bool,
+        /// Partition number (default: 1, or the whole disk when it has no partition table)
+        #[arg(long)]
+        partition: Option<u32>,
+    },
     /// The background server of a plugged disk (started by `plug`).
     #[command(hide = true)]
     Serve {
@@ -144,6 +157,8 @@ pub enum DiskCommand {
         read_only: bool,
         #[arg(long)]
         tcp: Option<String>,
+        #[arg(long)]
+        fuse: Option<PathBuf>,
     },
     /// Undo disks (BASE.vud): create, commit into the base, or discard.
     Undo {
@@ -319,6 +334,7 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
                     read_only,
                     direct,
                     tcp,
+                    fuse: false,
                 },
             )?;
             println!("{}", rec.uri);
@@ -363,13 +379,29 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
                 }
             }
         }
+        DiskCommand::Mount {
+            path,
+            dir,
+            read_only,
+            direct,
+            partition,
+        } => {
+            let rec = crate::mount::mount(&path, &dir, read_only, direct, partition)?;
+            println!(
+                "mounted {} on {} ({})",
+                rec.path.display(),
+                dir.display(),
+                rec.uri
+            );
+        }
         DiskCommand::Serve {
             path,
             socket,
             read_only,
             tcp,
+            fuse,
         } => {
-            plug::serve(&path, &socket, read_only, tcp.as_deref())?;
+            plug::serve(&path, &socket, read_only, tcp.as_deref(), fuse.as_deref())?;
         }
         DiskCommand::Undo { action, base } => match action {
             UndoAction::Create => println!("created undo disk {}", undo::create(&base)?.display()),

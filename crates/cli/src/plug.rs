@@ -105,6 +105,13 @@ pub struct PlugOptions {
     pub read_only: bool,
     pub direct: bool,
     pub tcp: Option<String>,
+    /// Also expose the disk as a file in a FUSE mount (for `mount`).
+    pub fuse: bool,
+}
+
+/// The FUSE folder of a plugged disk, from its socket path.
+pub fn fuse_dir(socket: &Path) -> PathBuf {
+    socket.with_extension("fuse")
 }
 
 /// Plugs a disk in: starts its server and records it. Returns the record.
@@ -137,6 +144,7 @@ pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
         &socket,
         mode == Mode::ReadOnly,
         opts.tcp.as_deref(),
+        opts.fuse,
     );
     let pid = match started {
         Ok(pid) => pid,
@@ -163,7 +171,13 @@ pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
 }
 
 /// Starts `strata disk serve` detached and waits for its "ready" line.
-fn start_server(served: &Path, socket: &Path, read_only: bool, tcp: Option<&str>) -> Result<u32> {
+fn start_server(
+    served: &Path,
+    socket: &Path,
+    read_only: bool,
+    tcp: Option<&str>,
+    fuse: bool,
+) -> Result<u32> {
     let log = std::fs::File::create(socket.with_extension("log"))?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["disk", "serve"])
@@ -175,6 +189,9 @@ fn start_server(served: &Path, socket: &Path, read_only: bool, tcp: Option<&str>
     }
     if let Some(a) = tcp {
         cmd.args(["--tcp", a]);
+    }
+    if fuse {
+        cmd.arg("--fuse").arg(fuse_dir(socket));
     }
     let mut child = cmd
         .stdin(Stdio::null())
@@ -217,7 +234,13 @@ fn start_server(served: &Path, socket: &Path, read_only: bool, tcp: Option<&str>
 }
 
 /// The body of `strata disk serve`: serves until SIGTERM or SIGINT, then flushes and exits.
-pub fn serve(path: &Path, socket: &Path, read_only: bool, tcp: Option<&str>) -> Result<()> {
+pub fn serve(
+    path: &Path,
+    socket: &Path,
+    read_only: bool,
+    tcp: Option<&str>,
+    fuse: Option<&Path>,
+) -> Result<()> {
     let opened = if read_only {
         strata_vhd::Disk::open(path, strata_vhd::OpenOptions::read())
     } else {
@@ -244,6 +267,25 @@ pub fn serve(path: &Path, socket: &Path, read_only: bool, tcp: Option<&str>) -> 
         let e = export.clone();
         std::thread::spawn(move || strata_nbd::serve_tcp(tl, e));
     }
+    let session = match fuse {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let b: std::sync::Arc<dyn strata_nbd::Backend> = backend.clone();
+            match strata_nbd::file::mount_file(b, dir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    println!(
+                        "error: cannot expose the disk through FUSE at {}: {e}",
+                        dir.display()
+                    );
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
+    let session = std::sync::Mutex::new(session);
+    let fuse_dir = fuse.map(Path::to_path_buf);
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -260,6 +302,10 @@ pub fn serve(path: &Path, socket: &Path, read_only: bool, tcp: Option<&str>) -> 
                 }
             };
             let _ = std::fs::remove_file(&sock);
+            drop(session.lock().map(|mut s| s.take()));
+            if let Some(d) = &fuse_dir {
+                let _ = std::fs::remove_dir(d);
+            }
             std::process::exit(code);
         }
     });
@@ -301,6 +347,7 @@ fn stop(rec: &Plugged) -> Result<()> {
 }
 
 fn cleanup(k: &str, rec: &Plugged) {
+    let _ = std::fs::remove_dir(fuse_dir(&rec.socket));
     let _ = std::fs::remove_file(&rec.socket);
     let _ = std::fs::remove_file(rec.socket.with_extension("log"));
     let _ = std::fs::remove_file(record_path(k));

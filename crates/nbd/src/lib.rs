@@ -7,6 +7,7 @@
 //! connection, without TRIM, WRITE_ZEROES, FUA, NBD_OPT_GO/INFO or concurrent connections, and the
 //! fixed-newstyle subset needed here is small (`proto.rs`, `server.rs`).
 
+pub mod file;
 mod proto;
 pub mod server;
 mod vhd;

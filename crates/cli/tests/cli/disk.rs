@@ -1,89 +1,12 @@
-//! The `strata` binary as a user runs it: exit codes, messages, JSON, and files checked with qemu.
+//! `strata disk` commands that work on files: create, inspect, check, convert, merge, compact,
+//! resize, set-parent, undo.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
-fn strata(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "strata {args:?} panicked: {stderr}"
-    );
-    out
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = strata(args);
-    assert!(
-        out.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command expected to fail; returns its stderr (and stdout) text.
-fn fails(args: &[&str]) -> String {
-    let out = strata(args);
-    assert!(!out.status.success(), "strata {args:?} should have failed");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    )
-}
-
-fn json(args: &[&str]) -> Value {
-    serde_json::from_str(&ok(args)).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A raw image with data in places and zeros elsewhere.
-fn raw_image(path: &Path, mib: usize) -> Vec<u8> {
-    let mut data = vec![0u8; mib << 20];
-    for (i, b) in data[..(1 << 20) + 3000].iter_mut().enumerate() {
-        *b = u8::try_from(i % 253).unwrap() | 1;
-    }
-    let at = (mib - 2) << 20;
-    data[at..at + 4096].fill(0x77);
-    std::fs::write(path, &data).unwrap();
-    data
-}
-
-fn interop(name: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .flat_map(|a| {
-            [
-                a.join("shared/interop"),
-                a.parent()
-                    .map_or_else(PathBuf::new, |p| p.join("shared/interop")),
-            ]
-        })
-        .find(|p| p.is_dir())
-        .expect("shared/interop beside the project")
-        .join(name)
-}
+use crate::{fails, interop, json, ok, raw_image, s, sh, strata};
 
 #[test]
 fn create_and_inspect_report_every_key() {
