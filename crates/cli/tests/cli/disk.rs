@@ -1,7 +1,6 @@
 //! `strata disk` commands that work on files: create, inspect, check, convert, merge, compact,
 //! resize, set-parent, undo.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
