@@ -29,6 +29,14 @@ strata disk check "$work/child.vhd"
 strata disk merge "$work/child.vhd" --to "$work/flat.vhd" --type fixed
 qemu-img compare -f raw -F vpc "$work/data.raw" "$work/flat.vhd"
 
+step "Plug the child in (VHDMount): an NBD export whose writes go to an undo disk"
+export STRATA_RUN_DIR="$work/run"
+uri=$(strata disk plug "$work/child.vhd")
+echo "$uri"
+qemu-io -f raw -c "write -P 0x5a 40M 1M" -c "read -P 0x5a 40M 1M" "$uri"
+strata disk query --all
+strata disk unplug "$work/child.vhd" --commit
+
 step "Merge the child into its parent, grow the disk, compact it"
 strata disk merge "$work/child.vhd"
 strata disk resize "$work/base.vhd" --size 1G
