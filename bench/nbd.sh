@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Storage server benchmark: the same dynamic VHD served by `strata disk plug --direct` and by
 # `qemu-nbd -f vpc`, driven by `qemu-img bench` over a Unix socket in the same run. Prints
-# throughput for each and the ratio (Strata / qemu-nbd: above 1, Strata is faster), and the
+# throughput for each and the ratio (Strata / qemu-nbd: above 1, Strata is faster; each row a
+# warm-up run then the median of 3, alternating the servers), and the
 # Strata server's peak resident memory. Usage: bench/nbd.sh [--dir DIR] [--size-mib N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,11 +50,15 @@ run() {
   echo "$t1 - $t0" | bc -l
 }
 printf '| Workload (queue depth 1 and 16) | Strata | qemu-nbd | Ratio |\n|---|---:|---:|---:|\n'
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 row() {
   local label=$1 unit=$2 amount=$3; shift 3
-  local ts tq
-  ts=$(run "$uri_s" "$@"); tq=$(run "$uri_q" "$@")
-  ts=$(run "$uri_s" "$@"); tq=$(run "$uri_q" "$@")   # second run: warm cache, report it
+  local ts tq a b c d e f
+  run "$uri_s" "$@" >/dev/null; run "$uri_q" "$@" >/dev/null   # warm-up
+  a=$(run "$uri_s" "$@"); b=$(run "$uri_q" "$@")
+  c=$(run "$uri_s" "$@"); d=$(run "$uri_q" "$@")
+  e=$(run "$uri_s" "$@"); f=$(run "$uri_q" "$@")
+  ts=$(median "$a" "$c" "$e"); tq=$(median "$b" "$d" "$f")
   printf '| %s | %.0f %s | %.0f %s | %.2f× |\n' "$label" "$(echo "$amount / $ts" | bc -l)" "$unit" \
     "$(echo "$amount / $tq" | bc -l)" "$unit" "$(echo "$tq / $ts" | bc -l)"
 }

@@ -286,6 +286,11 @@ pub fn serve(
     };
     let session = std::sync::Mutex::new(session);
     let fuse_dir = fuse.map(Path::to_path_buf);
+    // The server outlives the terminal that plugged the disk: a hang-up is noted, not obeyed.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
