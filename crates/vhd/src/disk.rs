@@ -634,6 +634,15 @@ impl Disk {
         self.flush()
     }
 
+    /// Tells the kernel this disk (and its chain) will be read from start to end, so that it
+    /// reads ahead further (a hint only: errors are ignored).
+    pub fn advise_sequential(&self) {
+        let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::Sequential);
+        if let Some(p) = &self.parent {
+            p.advise_sequential();
+        }
+    }
+
     /// Whether a virtual range may hold data anywhere in the chain (false: it reads as zeros).
     pub fn range_may_have_data(&self, off: u64, len: u64) -> bool {
         match &self.layout {

@@ -196,6 +196,12 @@ pub(crate) fn copy(
     progress: &dyn Progress,
     mut write: impl FnMut(&[u8], u64) -> Result<()>,
 ) -> Result<()> {
+    match src {
+        Source::Vhd(d) => d.advise_sequential(),
+        Source::Raw { file, .. } => {
+            let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Sequential);
+        }
+    }
     // A reader thread fills chunks while this thread writes the previous ones: reading and
     // writing overlap. Three buffers circulate, so memory stays at 6 MiB whatever the size.
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(u64, Option<Vec<u8>>)>(2);
