@@ -401,7 +401,7 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
             tcp,
             fuse,
         } => {
-            plug::serve(&path, &socket, read_only, tcp.as_deref(), fuse.as_deref())?;
+            crate::serve::serve(&path, &socket, read_only, tcp.as_deref(), fuse.as_deref())?;
         }
         DiskCommand::Undo { action, base } => match action {
             UndoAction::Create => println!("created undo disk {}", undo::create(&base)?.display()),

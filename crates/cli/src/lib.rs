@@ -6,6 +6,7 @@ mod disk_text;
 mod mount;
 mod plug;
 mod progress;
+mod serve;
 mod size;
 
 use std::process::ExitCode;

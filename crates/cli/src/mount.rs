@@ -99,7 +99,7 @@ fn attach_and_mount(
             }
             p
         }
-        None if wait_for(&format!("{dev}p1"), Duration::from_millis(500)) => format!("{dev}p1"),
+        None if wait_for(&format!("{dev}p1"), Duration::from_secs(2)) => format!("{dev}p1"),
         None => dev.clone(),
     };
     let mut m = Command::new("mount");
@@ -113,14 +113,39 @@ fn attach_and_mount(
     Ok(dev)
 }
 
-/// Unmounts `mount_point` and detaches the loop device.
-pub fn unmount(mount_point: &Path, loop_device: Option<&str>) -> Result<()> {
-    let status = Command::new("umount").arg(mount_point).status()?;
-    if !status.success() {
-        bail!("cannot unmount {} (is it busy?)", mount_point.display());
+/// Whether something is mounted on `dir` (per /proc/self/mountinfo).
+fn is_mounted(dir: &Path) -> bool {
+    let want = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .is_some_and(|m| Path::new(m) == want)
+        })
+}
+
+/// Unmounts `mount_point` (if still mounted) and detaches the loop device (if it still maps
+/// this disk's FUSE file: a recorded device may since have been reused for something else).
+pub fn unmount(mount_point: &Path, loop_device: Option<&str>, fuse_dir: &Path) -> Result<()> {
+    if is_mounted(mount_point) {
+        let out = Command::new("umount").arg(mount_point).output()?;
+        if !out.status.success() && is_mounted(mount_point) {
+            bail!(
+                "cannot unmount {}: {} (close the files open there and unplug again)",
+                mount_point.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
     if let Some(dev) = loop_device {
-        let _ = Command::new("losetup").args(["-d", dev]).status();
+        let name = dev.trim_start_matches("/dev/");
+        let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+            .unwrap_or_default();
+        if Path::new(backing.trim()).starts_with(fuse_dir) {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
     }
     Ok(())
 }

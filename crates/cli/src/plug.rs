@@ -44,6 +44,10 @@ pub struct Plugged {
     pub loop_device: Option<String>,
     pub socket: PathBuf,
     pub pid: u32,
+    /// The server's start time (clock ticks since boot), so that a reused pid is not mistaken
+    /// for the server.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
 }
 
 pub fn run_dir() -> PathBuf {
@@ -53,8 +57,38 @@ pub fn run_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/run/strata/disks");
     }
-    let base = std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    base.join("strata/disks")
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("strata/disks"),
+        // Never a folder shared by all users: one per user id.
+        None => std::env::temp_dir().join(format!(
+            "strata-{}/disks",
+            rustix::process::geteuid().as_raw()
+        )),
+    }
+}
+
+/// Creates the run folder, private to its owner.
+fn ensure_run_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = run_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Holds the per-disk lock file: plug and unplug of one disk never run at once.
+fn lock_disk(k: &str) -> Result<std::fs::File> {
+    let dir = ensure_run_dir()?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{k}.lock")))?;
+    f.lock()?;
+    Ok(f)
 }
 
 /// The record and socket names of a disk: its device and inode, stable while the file exists.
@@ -65,9 +99,30 @@ fn key(path: &Path) -> Result<(PathBuf, String)> {
     Ok((canon, format!("{:x}-{:x}", meta.dev(), meta.ino())))
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+/// A process's start time (field 22 of /proc/PID/stat), or None if it is gone or a zombie.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether the record's server still runs: the same process (start time), and a disk server
+/// for this socket (its command line), not an unrelated process that reused the pid.
+fn alive(rec: &Plugged) -> bool {
+    let Some(now) = start_time(rec.pid) else {
+        return false;
+    };
+    if rec.pid_start.is_some_and(|then| then != now) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", rec.pid)).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let socket = rec.socket.as_os_str().as_encoded_bytes();
+    args.contains(&&b"serve"[..]) && args.contains(&socket)
 }
 
 fn records() -> Result<Vec<Plugged>> {
@@ -79,10 +134,17 @@ fn records() -> Result<Vec<Plugged>> {
     for e in entries.flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "json") {
-            let text = std::fs::read_to_string(&p)?;
-            let rec: Plugged = serde_json::from_str(&text)
-                .with_context(|| format!("{}: unreadable record", p.display()))?;
-            out.push(rec);
+            // A record may vanish under a concurrent unplug; a damaged one is reported, skipped.
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            match serde_json::from_str::<Plugged>(&text) {
+                Ok(rec) => out.push(rec),
+                Err(e) => eprintln!(
+                    "strata: warning: {}: unreadable record ({e}), skipped",
+                    p.display()
+                ),
+            }
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -117,15 +179,15 @@ pub fn fuse_dir(socket: &Path) -> PathBuf {
 /// Plugs a disk in: starts its server and records it. Returns the record.
 pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
     let (canon, k) = key(path)?;
+    let _guard = lock_disk(&k)?;
     if let Ok(text) = std::fs::read_to_string(record_path(&k)) {
-        let rec: Plugged = serde_json::from_str(&text)?;
-        if alive(rec.pid) {
-            bail!("{} is already plugged in at {}", canon.display(), rec.uri);
+        if let Ok(rec) = serde_json::from_str::<Plugged>(&text) {
+            if alive(&rec) {
+                bail!("{} is already plugged in at {}", canon.display(), rec.uri);
+            }
+            cleanup(&k, &rec);
         }
-        cleanup(&k, &rec);
     }
-    std::fs::create_dir_all(run_dir())
-        .with_context(|| format!("cannot create {}", run_dir().display()))?;
     let mode = match (opts.read_only, opts.direct) {
         (true, true) => bail!("--read-only and --direct exclude each other"),
         (true, false) => Mode::ReadOnly,
@@ -165,6 +227,7 @@ pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
         loop_device: None,
         socket,
         pid,
+        pid_start: start_time(pid),
     };
     save(&k, &rec)?;
     Ok(rec)
@@ -233,93 +296,6 @@ fn start_server(
     )
 }
 
-/// The body of `strata disk serve`: serves until SIGTERM or SIGINT, then flushes and exits.
-pub fn serve(
-    path: &Path,
-    socket: &Path,
-    read_only: bool,
-    tcp: Option<&str>,
-    fuse: Option<&Path>,
-) -> Result<()> {
-    let opened = if read_only {
-        strata_vhd::Disk::open(path, strata_vhd::OpenOptions::read())
-    } else {
-        strata_vhd::Disk::open(path, strata_vhd::OpenOptions::write())
-    };
-    let disk = match opened {
-        Ok(d) => d,
-        Err(e) => {
-            println!("error: {e}");
-            return Err(e.into());
-        }
-    };
-    let backend = std::sync::Arc::new(strata_nbd::VhdBackend(disk));
-    let export = strata_nbd::Export {
-        name: String::new(),
-        backend: backend.clone(),
-    };
-    let _ = std::fs::remove_file(socket);
-    let listener = std::os::unix::net::UnixListener::bind(socket)
-        .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    if let Some(addr) = tcp {
-        let tl = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let e = export.clone();
-        std::thread::spawn(move || strata_nbd::serve_tcp(tl, e));
-    }
-    let session = match fuse {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            let b: std::sync::Arc<dyn strata_nbd::Backend> = backend.clone();
-            match strata_nbd::file::mount_file(b, dir) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    println!(
-                        "error: cannot expose the disk through FUSE at {}: {e}",
-                        dir.display()
-                    );
-                    return Err(e.into());
-                }
-            }
-        }
-        None => None,
-    };
-    let session = std::sync::Mutex::new(session);
-    let fuse_dir = fuse.map(Path::to_path_buf);
-    // The server outlives the terminal that plugged the disk: a hang-up is noted, not obeyed.
-    signal_hook::flag::register(
-        signal_hook::consts::SIGHUP,
-        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    )?;
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    let sock = socket.to_path_buf();
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            use strata_nbd::Backend as _;
-            let code = match backend.flush() {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("strata disk serve: final flush failed: {e}");
-                    1
-                }
-            };
-            let _ = std::fs::remove_file(&sock);
-            drop(session.lock().map(|mut s| s.take()));
-            if let Some(d) = &fuse_dir {
-                let _ = std::fs::remove_dir(d);
-            }
-            std::process::exit(code);
-        }
-    });
-    println!("ready");
-    std::io::stdout().flush()?;
-    strata_nbd::serve_unix(listener, export)?;
-    Ok(())
-}
-
 /// What to do with an undo disk at unplug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UndoChoice {
@@ -328,16 +304,19 @@ pub enum UndoChoice {
     Ask,
 }
 
-fn stop(rec: &Plugged) -> Result<()> {
+/// Unmounts, stops the server and waits for it. Returns what went wrong at its end, if anything
+/// (a crash, or a failed final flush: then its last writes may be missing).
+fn stop(rec: &Plugged) -> Result<Option<String>> {
     if let Some(mnt) = &rec.mount_point {
-        crate::mount::unmount(mnt, rec.loop_device.as_deref())?;
+        crate::mount::unmount(mnt, rec.loop_device.as_deref(), &fuse_dir(&rec.socket))?;
     }
-    if alive(rec.pid) {
+    let was_running = alive(rec);
+    if was_running {
         let pid = rustix::process::Pid::from_raw(i32::try_from(rec.pid)?)
             .ok_or_else(|| anyhow!("bad pid"))?;
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let t = Instant::now();
-        while alive(rec.pid) {
+        while alive(rec) {
             if t.elapsed() > Duration::from_secs(60) {
                 bail!(
                     "the server of {} (pid {}) does not stop",
@@ -348,10 +327,19 @@ fn stop(rec: &Plugged) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    Ok(())
+    let ended = std::fs::read_to_string(crate::serve::exit_file(&rec.socket)).unwrap_or_default();
+    Ok(match ended.trim() {
+        "ok" => None,
+        "" if was_running => Some("the server ended without saying how".into()),
+        "" => Some(
+            "the server had stopped unexpectedly, so writes it had not flushed may be lost".into(),
+        ),
+        other => Some(other.to_string()),
+    })
 }
 
 fn cleanup(k: &str, rec: &Plugged) {
+    let _ = std::fs::remove_file(crate::serve::exit_file(&rec.socket));
     let _ = std::fs::remove_dir(fuse_dir(&rec.socket));
     let _ = std::fs::remove_file(&rec.socket);
     let _ = std::fs::remove_file(rec.socket.with_extension("log"));
@@ -363,8 +351,7 @@ pub fn unplug(path: Option<&Path>, choice: UndoChoice) -> Result<Vec<String>> {
     let targets: Vec<Plugged> = match path {
         Some(p) => {
             let (canon, _) = key(p)?;
-            let all = records()?;
-            let found: Vec<Plugged> = all.into_iter().filter(|r| r.path == canon).collect();
+            let found: Vec<Plugged> = records()?.into_iter().filter(|r| r.path == canon).collect();
             if found.is_empty() {
                 bail!("{} is not plugged in", canon.display());
             }
@@ -374,33 +361,68 @@ pub fn unplug(path: Option<&Path>, choice: UndoChoice) -> Result<Vec<String>> {
     };
     let mut said = vec![];
     for rec in targets {
-        let (_, k) = key(&rec.path)?;
-        stop(&rec)?;
+        let k = rec
+            .socket
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _guard = lock_disk(&k)?;
+        // Under the lock, the record must still be the one listed (not a new plug's).
+        let current: Option<Plugged> = std::fs::read_to_string(record_path(&k))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if current.as_ref().map(|c| (c.pid, c.pid_start)) != Some((rec.pid, rec.pid_start)) {
+            continue;
+        }
+        let problem = stop(&rec)?;
         if let Some(u) = &rec.undo_path {
-            let commit = match choice {
-                UndoChoice::Commit => true,
-                UndoChoice::Discard => false,
-                UndoChoice::Ask if std::io::stdin().is_terminal() => ask(&rec.path, u)?,
-                UndoChoice::Ask => {
-                    said.push(format!(
-                        "discarding the changes made while {} was plugged in (no --commit, and not on a terminal)",
-                        rec.path.display()
-                    ));
-                    false
-                }
-            };
-            if commit {
-                undo::commit(&rec.path, &Bar::new("committing"))?;
-                said.push(format!("committed the changes into {}", rec.path.display()));
-            } else {
-                undo::discard(&rec.path)?;
-                if choice != UndoChoice::Ask {
-                    said.push(format!("discarded the changes to {}", rec.path.display()));
-                }
-            }
+            said.extend(finish_undo(&rec, u, choice, problem.as_deref())?);
+        } else if let Some(p) = &problem {
+            said.push(format!("warning: {}: {p}", rec.path.display()));
         }
         cleanup(&k, &rec);
         said.push(format!("unplugged {}", rec.path.display()));
+    }
+    Ok(said)
+}
+
+/// Commits or discards the undo disk of an unplugged disk. A server that did not end cleanly
+/// leaves its undo disk in place instead of a commit, for the user to decide.
+fn finish_undo(
+    rec: &Plugged,
+    u: &Path,
+    choice: UndoChoice,
+    problem: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut said = vec![];
+    let commit = match choice {
+        UndoChoice::Commit => true,
+        UndoChoice::Discard => false,
+        UndoChoice::Ask if std::io::stdin().is_terminal() => ask(&rec.path, u)?,
+        UndoChoice::Ask => {
+            said.push(format!(
+                "discarding the changes made while {} was plugged in (no --commit, and not on a terminal)",
+                rec.path.display()
+            ));
+            false
+        }
+    };
+    if commit {
+        if let Some(p) = problem {
+            said.push(format!(
+                "not committing: {p}; the undo disk {} is kept: decide with `strata disk undo commit|discard {}`",
+                u.display(),
+                rec.path.display()
+            ));
+            return Ok(said);
+        }
+        undo::commit(&rec.path, &Bar::new("committing"))?;
+        said.push(format!("committed the changes into {}", rec.path.display()));
+    } else {
+        undo::discard(&rec.path)?;
+        if choice != UndoChoice::Ask {
+            said.push(format!("discarded the changes to {}", rec.path.display()));
+        }
     }
     Ok(said)
 }
@@ -425,7 +447,7 @@ pub fn query(path: Option<&Path>) -> Result<Vec<Plugged>> {
         if canon.as_ref().is_some_and(|c| *c != rec.path) {
             continue;
         }
-        if !alive(rec.pid) {
+        if !alive(&rec) {
             if let Ok((_, k)) = key(&rec.path) {
                 cleanup(&k, &rec);
             }

@@ -59,8 +59,9 @@ pub const EIO: u32 = 5;
 pub const EINVAL: u32 = 22;
 pub const ENOSPC: u32 = 28;
 
-/// Largest payload accepted in one request (and the maximum block size advertised).
-pub const MAX_REQUEST: u32 = 32 << 20;
+/// Largest payload accepted in one request (and the maximum block size advertised): with at most
+/// `MAX_CONNECTIONS` connections, request buffers stay under 256 MiB even if every client stalls.
+pub const MAX_REQUEST: u32 = 8 << 20;
 /// Largest option payload accepted during the handshake.
 pub const MAX_OPTION: u32 = 64 * 1024;
 
@@ -107,21 +108,28 @@ pub fn read_request(r: &mut impl Read) -> io::Result<Option<Request>> {
     }))
 }
 
-/// A simple reply header, optionally followed by data.
+/// A simple reply header, optionally followed by data. Small replies go out in one write (one
+/// system call); large ones as header then data, without copying the data.
 pub fn write_simple_reply(
     w: &mut impl Write,
     error: u32,
     handle: u64,
     data: &[u8],
 ) -> io::Result<()> {
-    let mut b = Vec::with_capacity(16 + data.len());
-    b.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    b.extend_from_slice(&error.to_be_bytes());
-    b.extend_from_slice(&handle.to_be_bytes());
-    if error == 0 {
+    let mut head = [0u8; 16];
+    head[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    head[4..8].copy_from_slice(&error.to_be_bytes());
+    head[8..].copy_from_slice(&handle.to_be_bytes());
+    let data = if error == 0 { data } else { &[] };
+    if data.len() <= 64 * 1024 {
+        let mut b = Vec::with_capacity(16 + data.len());
+        b.extend_from_slice(&head);
         b.extend_from_slice(data);
+        w.write_all(&b)
+    } else {
+        w.write_all(&head)?;
+        w.write_all(data)
     }
-    w.write_all(&b)
 }
 
 /// An option reply.

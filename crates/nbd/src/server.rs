@@ -8,9 +8,11 @@
 //! EINVAL; a vanished client ends its own thread only.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::proto::*;
 use crate::{Backend, BackendError};
@@ -40,35 +42,96 @@ impl Export {
     }
 }
 
+/// Most connections served at once; more are closed at once (each may hold a request buffer).
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client must finish the handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A reply that a client does not read within this time ends its connection.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What both socket kinds offer.
+trait Conn: Read + Write + Send + Sized + 'static {
+    fn duplicate(&self) -> io::Result<Self>;
+    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()>;
+}
+
+impl Conn for UnixStream {
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+}
+
+impl Conn for TcpStream {
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        self.set_nodelay(true)?;
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+}
+
 /// Accepts connections on a Unix socket forever, a thread each.
 pub fn serve_unix(listener: UnixListener, export: Export) -> io::Result<()> {
-    for conn in listener.incoming() {
-        let stream = conn?;
-        let export = export.clone();
-        std::thread::spawn(move || {
-            let reader = match stream.try_clone() {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let _ = handle(reader, stream, &export);
-        });
-    }
-    Ok(())
+    accept_loop(|| listener.accept().map(|(s, _)| s), &export)
 }
 
 /// Accepts connections on a TCP socket forever, a thread each.
 pub fn serve_tcp(listener: TcpListener, export: Export) -> io::Result<()> {
-    for conn in listener.incoming() {
-        let stream = conn?;
-        let _ = stream.set_nodelay(true);
+    accept_loop(|| listener.accept().map(|(s, _)| s), &export)
+}
+
+/// Never returns: accept errors (a full file table, an aborted connection) are logged and the
+/// loop goes on after a pause, so one bad moment never takes the disk offline.
+fn accept_loop<C: Conn>(
+    mut accept: impl FnMut() -> io::Result<C>,
+    export: &Export,
+) -> io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = match accept() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("strata-nbd: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            eprintln!("strata-nbd: more than {MAX_CONNECTIONS} connections: one refused");
+            continue; // dropped: closed
+        }
+        active.fetch_add(1, Ordering::SeqCst);
         let export = export.clone();
-        std::thread::spawn(move || {
-            let reader = match stream.try_clone() {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let _ = handle(reader, stream, &export);
-        });
+        let counter = active.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nbd-conn".into())
+            .spawn(move || {
+                if let Ok(reader) = stream.duplicate() {
+                    let _ = serve_conn(reader, stream, &export);
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            eprintln!("strata-nbd: cannot start a connection thread: {e}");
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn serve_conn<C: Conn>(reader: C, writer: C, export: &Export) -> io::Result<()> {
+    writer.timeouts(Some(HANDSHAKE_TIMEOUT), Some(REPLY_TIMEOUT))?;
+    let mut r = BufReader::with_capacity(256 * 1024, reader);
+    let mut w = writer;
+    if handshake(&mut r, &mut w, export)? {
+        // Idle clients are fine once connected: no read timeout in transmission.
+        w.timeouts(None, Some(REPLY_TIMEOUT))?;
+        transmission(&mut r, &mut w, export)?;
     }
     Ok(())
 }
@@ -217,7 +280,7 @@ fn transmission(r: &mut impl Read, w: &mut impl Write, export: &Export) -> io::R
                 if read_only {
                     Err(EPERM)
                 } else if !in_range {
-                    Err(EINVAL)
+                    Err(ENOSPC)
                 } else {
                     backend
                         .write_at(&buf[..n], req.offset)

@@ -82,6 +82,14 @@ pub(crate) struct State {
     pub bat: Vec<u32>,
     dirty_bat: BTreeSet<u32>,
     dirty_bitmaps: HashMap<u32, Arc<Bitmap>>,
+    /// Block slots (sectors) unmapped since the last flush: not reusable until the BAT on disk
+    /// no longer points to them.
+    freed: Vec<u32>,
+    /// Slots free for reuse (the BAT on disk no longer points to them), and whether their space
+    /// already reads as zeros (hole punched).
+    free_slots: Vec<(u32, bool)>,
+    /// A flush failed: the file's state is unknown, so no later flush may report success.
+    failed: bool,
     /// Next allocation starts at or after this offset.
     pub data_end: u64,
     /// Where the footer at the end is.
@@ -117,6 +125,9 @@ impl Sparse {
                 dirty_bitmaps: HashMap::new(),
                 data_end,
                 footer_pos,
+                freed: Vec::new(),
+                free_slots: Vec::new(),
+                failed: false,
             }),
             cache: Mutex::new(HashMap::new()),
         }
@@ -302,6 +313,9 @@ impl Sparse {
 
     /// Gives `block` space at the end of the data, keeping a valid footer at the end of the file.
     fn allocate(&self, st: &mut State, ctx: &Ctx, block: u32) -> Result<()> {
+        if let Some((sector, zeroed)) = st.free_slots.pop() {
+            return self.reuse_slot(st, ctx, block, sector, zeroed);
+        }
         // Blocks are placed so that their data starts on a 4 KiB boundary, as Windows does.
         let start = (st.data_end + self.bitmap_size).next_multiple_of(CHUNK) - self.bitmap_size;
         let end = start + self.bitmap_size + self.block_size;
@@ -343,6 +357,36 @@ impl Sparse {
         Ok(())
     }
 
+    /// Gives `block` a slot freed by an earlier unmap (so that write/trim cycles do not grow the
+    /// file). The slot is unreferenced on disk; its data area is zeroed unless a hole was punched.
+    fn reuse_slot(
+        &self,
+        st: &mut State,
+        ctx: &Ctx,
+        block: u32,
+        sector: u32,
+        zeroed: bool,
+    ) -> Result<()> {
+        let start = u64::from(sector) * 512;
+        if !zeroed {
+            write_zeros(ctx, start + self.bitmap_size, self.block_size)?;
+        }
+        let bm = Bitmap::filled(
+            us(self.bitmap_size),
+            self.sectors_per_block(),
+            !self.differencing,
+        );
+        ctx.pwrite(&bm.bytes, start)?;
+        st.bat[us(u64::from(block))] = sector;
+        st.dirty_bat.insert(block);
+        let mut cache = self.cache.lock().expect("bitmap cache");
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(block, Arc::new(bm));
+        Ok(())
+    }
+
     /// Makes every earlier write durable (see the module docs for the order).
     pub fn flush(&self, ctx: &Ctx) -> Result<()> {
         let mut st = self.state.write().expect("vhd state");
@@ -350,6 +394,21 @@ impl Sparse {
     }
 
     fn flush_locked(&self, st: &mut State, ctx: &Ctx) -> Result<()> {
+        if st.failed {
+            return Err(VhdError::invalid(
+                "an earlier flush failed, so recent writes may not be on disk: close and reopen the disk, then check it",
+                ctx.path,
+                "flush",
+            ));
+        }
+        let result = self.flush_steps(st, ctx);
+        if result.is_err() {
+            st.failed = true;
+        }
+        result
+    }
+
+    fn flush_steps(&self, st: &mut State, ctx: &Ctx) -> Result<()> {
         ctx.file.sync_data().ctx(ctx.path, "flush")?;
         if st.dirty_bat.is_empty() && st.dirty_bitmaps.is_empty() {
             return Ok(());
@@ -382,13 +441,27 @@ impl Sparse {
             }
         }
         st.dirty_bat.clear();
+        drop(cache);
+        // Slots unmapped before this flush are now unreferenced on disk: punch them out (the
+        // host gets the space back) and make them reusable.
+        for sector in std::mem::take(&mut st.freed) {
+            let at = u64::from(sector) * 512;
+            let punched = rustix::fs::fallocate(
+                ctx.file,
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                at,
+                self.bitmap_size + self.block_size,
+            )
+            .is_ok();
+            st.free_slots.push((sector, punched));
+        }
         Ok(())
     }
 
     /// Returns whole blocks inside `[off, off + len)` to unallocated, where nothing below would
     /// show through. Returns the ranges left as they were (partial blocks, blocks over data).
-    /// Like every metadata change, the BAT reaches the file at the next flush; the freed space
-    /// is not reused (compact reclaims it), so an unflushed unmap can only be forgotten.
+    /// Like every metadata change, the BAT reaches the file at the next flush; only after it is
+    /// the freed slot punched out and reused, so an unflushed unmap can only be forgotten.
     pub fn unmap(&self, ctx: &Ctx, off: u64, len: u64) -> Vec<(u64, u64)> {
         let mut st = self.state.write().expect("vhd state");
         let mut rest = vec![];
@@ -406,6 +479,8 @@ impl Sparse {
             let idx = us(u64::from(block));
             if whole && !below {
                 if st.bat[idx] != BAT_UNUSED {
+                    let sector = st.bat[idx];
+                    st.freed.push(sector);
                     st.bat[idx] = BAT_UNUSED;
                     st.dirty_bat.insert(block);
                     st.dirty_bitmaps.remove(&block);
