@@ -6,7 +6,9 @@
 # - libvhdi-utils (vhdiinfo, vhdimount) and fuse3: the second VHD peer, the only one that reads
 #   differencing disks;
 # - libnbd-bin (nbdcopy, nbdinfo): NBD clients for the storage server tests;
-# - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks.
+# - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks;
+# - qemu-system-x86 (from bookworm-backports too: QEMU 10), linux-image-amd64, busybox-static and
+#   cpio: the real guests the tests boot (a stock Debian kernel and a busybox initramfs).
 # The backports suite is added (from the mirror the machine already uses) only when missing.
 set -euo pipefail
 SUDO=""
@@ -36,9 +38,10 @@ if . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] && ! has_backport
 fi
 $SUDO apt-get update -qq
 if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  $SUDO apt-get install -y -qq -t bookworm-backports qemu-utils >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils qemu-system-x86 >/dev/null
 else
-  $SUDO apt-get install -y -qq qemu-utils >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends qemu-utils qemu-system-x86 >/dev/null
 fi
 $SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static cpio >/dev/null
 qemu-img --version | head -n 1
