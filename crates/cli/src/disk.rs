@@ -108,7 +108,7 @@ pub enum DiskCommand {
         /// Write to the VHD itself instead of an undo disk
         #[arg(long)]
         direct: bool,
-        /// Also listen on TCP (e.g. 127.0.0.1:10809)
+        /// Also listen on TCP: a port (on 127.0.0.1) or ADDRESS:PORT
         #[arg(long)]
         tcp: Option<String>,
     },

@@ -179,6 +179,14 @@ pub fn fuse_dir(socket: &Path) -> PathBuf {
 /// Plugs a disk in: starts its server and records it. Returns the record.
 pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
     let (canon, k) = key(path)?;
+    // A bare port listens on loopback only: another address has to be asked for.
+    let tcp = opts.tcp.as_ref().map(|a| {
+        if a.contains(':') {
+            a.clone()
+        } else {
+            format!("127.0.0.1:{a}")
+        }
+    });
     let _guard = lock_disk(&k)?;
     if let Ok(text) = std::fs::read_to_string(record_path(&k)) {
         if let Ok(rec) = serde_json::from_str::<Plugged>(&text) {
@@ -205,7 +213,7 @@ pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
         &served,
         &socket,
         mode == Mode::ReadOnly,
-        opts.tcp.as_deref(),
+        tcp.as_deref(),
         opts.fuse,
     );
     let pid = match started {
@@ -220,7 +228,7 @@ pub fn plug(path: &Path, opts: &PlugOptions) -> Result<Plugged> {
     let rec = Plugged {
         path: canon,
         uri: format!("nbd+unix:///?socket={}", socket.display()),
-        tcp_uri: opts.tcp.as_ref().map(|a| format!("nbd://{a}/")),
+        tcp_uri: tcp.as_ref().map(|a| format!("nbd://{a}/")),
         mode,
         undo_path,
         mount_point: None,

@@ -325,3 +325,34 @@ fn mount_an_ext4_disk_read_and_write_a_file() {
         .ok(&["disk", "query", "--all"])
         .contains("no disk is plugged in"));
 }
+
+#[test]
+fn tcp_export_on_loopback() {
+    let h = Host::new();
+    let d = new_disk(&h, "t.vhd", "16M");
+    // A free port: bind to 0, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = h.ok(&[
+        "disk",
+        "plug",
+        s(&d),
+        "--direct",
+        "--tcp",
+        &port.to_string(),
+    ]);
+    let tcp_uri = format!("nbd://127.0.0.1:{port}/");
+    assert!(out.contains(&tcp_uri), "{out}");
+    qemu_io(
+        &tcp_uri,
+        &["write -P 0x7a 1M 64k", "flush", "read -P 0x7a 1M 64k"],
+    );
+    let q: Value = serde_json::from_str(&h.ok(&["disk", "query", s(&d), "--json"])).unwrap();
+    assert_eq!(q[0]["tcp_uri"], tcp_uri.as_str());
+    h.ok(&["disk", "unplug", s(&d)]);
+    let out = sh(Command::new("qemu-io").args(["-f", "vpc", "-c", "read -P 0x7a 1M 64k", s(&d)]));
+    assert!(!out.contains("failed"), "{out}");
+}
