@@ -340,21 +340,8 @@ impl Sparse {
         if stale_to > stale_from {
             write_zeros(ctx, stale_from, stale_to - stale_from)?;
         }
-        let bm = Bitmap::filled(
-            us(self.bitmap_size),
-            self.sectors_per_block(),
-            !self.differencing,
-        );
-        ctx.pwrite(&bm.bytes, start)?;
-        st.bat[us(u64::from(block))] = sector;
-        st.dirty_bat.insert(block);
         st.data_end = end;
-        let mut cache = self.cache.lock().expect("bitmap cache");
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(block, Arc::new(bm));
-        Ok(())
+        self.install(st, ctx, block, sector)
     }
 
     /// Gives `block` a slot freed by an earlier unmap (so that write/trim cycles do not grow the
@@ -371,12 +358,19 @@ impl Sparse {
         if !zeroed {
             write_zeros(ctx, start + self.bitmap_size, self.block_size)?;
         }
+        self.install(st, ctx, block, sector)
+    }
+
+    /// Writes a new block's initial bitmap at `sector` (all present in a dynamic disk, where the
+    /// data area reads as zeros; all absent in a differencing disk) and points the in-memory BAT
+    /// at it. The BAT entry reaches the file at the next flush.
+    fn install(&self, st: &mut State, ctx: &Ctx, block: u32, sector: u32) -> Result<()> {
         let bm = Bitmap::filled(
             us(self.bitmap_size),
             self.sectors_per_block(),
             !self.differencing,
         );
-        ctx.pwrite(&bm.bytes, start)?;
+        ctx.pwrite(&bm.bytes, u64::from(sector) * 512)?;
         st.bat[us(u64::from(block))] = sector;
         st.dirty_bat.insert(block);
         let mut cache = self.cache.lock().expect("bitmap cache");

@@ -150,6 +150,21 @@ fn strata_disks_read_identically_by_qemu() {
 fn read_with_libvhdi(path: &Path, mnt: &Path) -> Vec<u8> {
     std::fs::create_dir_all(mnt).unwrap();
     run(Command::new("vhdimount").arg(path).arg(mnt));
+    // vhdimount goes to the background before its FUSE mount is always in place: wait for it.
+    let canon = std::fs::canonicalize(mnt).unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == canon.to_str())
+    {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "vhdimount did not mount {}",
+            mnt.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let top = std::fs::read_dir(mnt)
         .unwrap()
         .filter_map(|e| {
