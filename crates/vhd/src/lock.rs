@@ -19,24 +19,35 @@ pub enum LockMode {
     Exclusive,
 }
 
-/// Takes the lock without waiting.
+/// Takes the lock, waiting at most a moment: a process that forks (to run a program) briefly
+/// shares every open file, and with it the locks, until the new program starts; a lock held that
+/// way is gone within milliseconds, while a real holder still holds it after the wait.
 pub(crate) fn lock(file: &File, mode: LockMode, path: &Path, op: &'static str) -> Result<()> {
-    let res = match mode {
-        LockMode::None => return Ok(()),
-        LockMode::Shared => file.try_lock_shared(),
-        LockMode::Exclusive => file.try_lock(),
-    };
-    match res {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(VhdError::new(
-            ErrorKind::Locked {
-                holder: holder(file),
-            },
-            path,
-            op,
-        )),
-        Err(TryLockError::Error(e)) => Err(VhdError::io(e, path, op)),
+    const TRIES: u32 = 25;
+    for attempt in 0..TRIES {
+        let res = match mode {
+            LockMode::None => return Ok(()),
+            LockMode::Shared => file.try_lock_shared(),
+            LockMode::Exclusive => file.try_lock(),
+        };
+        match res {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if attempt + 1 < TRIES => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(VhdError::new(
+                    ErrorKind::Locked {
+                        holder: holder(file),
+                    },
+                    path,
+                    op,
+                ));
+            }
+            Err(TryLockError::Error(e)) => return Err(VhdError::io(e, path, op)),
+        }
     }
+    unreachable!("the loop returns")
 }
 
 /// "process 1234 (strata)" for the first other process holding a lock on the file.
