@@ -44,6 +44,10 @@ step4k=$((100003 * 4096 % bytes))
 run() {
   local uri=$1; shift
   local t0 t1
+  # Both files leave the page cache before every run, so that neither server is favoured by
+  # whatever the previous run left there (GNU dd: count=0 with nocache drops the whole file).
+  dd if="$work/s.vhd" iflag=nocache count=0 status=none
+  dd if="$work/q.vhd" iflag=nocache count=0 status=none
   t0=$(date +%s.%N)
   qemu-img bench -f raw "$@" "$uri" >/dev/null
   t1=$(date +%s.%N)

@@ -10,8 +10,9 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::proto::*;
@@ -137,7 +138,7 @@ fn serve_conn<C: Conn>(reader: C, writer: C, export: &Export) -> io::Result<()> 
 }
 
 /// Serves one connection until the client disconnects or misbehaves.
-pub fn handle(reader: impl Read, mut w: impl Write, export: &Export) -> io::Result<()> {
+pub fn handle(reader: impl Read, mut w: impl Write + Send, export: &Export) -> io::Result<()> {
     let mut r = BufReader::with_capacity(256 * 1024, reader);
     if handshake(&mut r, &mut w, export)? {
         transmission(&mut r, &mut w, export)?;
@@ -245,80 +246,177 @@ fn errno(e: &BackendError) -> u32 {
     e.errno
 }
 
-fn transmission(r: &mut impl Read, w: &mut impl Write, export: &Export) -> io::Result<()> {
-    let backend = &export.backend;
-    let size = backend.size();
-    let read_only = backend.read_only();
-    let mut buf: Vec<u8> = Vec::new();
+/// Requests of one connection run on this many threads, so that a client with several requests
+/// in flight (a queue depth above 1) has them served in parallel. Replies go out as each request
+/// completes; NBD matches them to requests by handle.
+const WORKERS: usize = 4;
+
+/// Bytes of request data all connections together may hold at once (payloads being received,
+/// read data waiting to be sent). A request that would pass the budget waits for room.
+const INFLIGHT_BUDGET: usize = 256 << 20;
+
+/// The shared budget of in-flight request bytes.
+static INFLIGHT: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Takes `n` bytes of the in-flight budget, waiting for room; the guard gives them back.
+fn reserve(n: usize) -> Reservation {
+    let (lock, cv) = &INFLIGHT;
+    let mut used = lock.lock().expect("budget");
+    while *used > 0 && *used + n > INFLIGHT_BUDGET {
+        used = cv.wait(used).expect("budget");
+    }
+    *used += n;
+    Reservation(n)
+}
+
+struct Reservation(usize);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let (lock, cv) = &INFLIGHT;
+        *lock.lock().expect("budget") -= self.0;
+        cv.notify_all();
+    }
+}
+
+/// One request handed from the connection's reader to its workers.
+struct Job {
+    req: Request,
+    payload: Vec<u8>,
+    _budget: Reservation,
+}
+
+fn transmission<R: Read, W: Write + Send>(
+    r: &mut BufReader<R>,
+    w: &mut W,
+    export: &Export,
+) -> io::Result<()> {
+    let writer = Mutex::new(w);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WORKERS);
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    let in_flight = AtomicUsize::new(0);
+    let reply = |job: &Job| {
+        let (code, data) = execute(export, job);
+        let mut w = writer.lock().expect("reply writer");
+        if write_simple_reply(&mut **w, code, job.req.handle, &data).is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+    };
+    let result = std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| loop {
+                let job = match rx.lock().expect("job queue").recv() {
+                    Ok(job) => job,
+                    Err(_) => return, // the reader is done and the queue is empty
+                };
+                reply(&job);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        let result = read_requests(r, &tx, &failed, &in_flight, &reply);
+        drop(tx);
+        result
+    });
+    // Every request received has been answered (the workers are joined): a disconnect flushes.
+    let _ = export.backend.flush();
+    result
+}
+
+/// Reads requests (and write payloads, which must be consumed in stream order) and queues them.
+/// Returns on DISC, end of stream, or a request that makes the stream unusable.
+/// A request that arrives alone (nothing else buffered from the client, nothing in flight) runs
+/// on the reader's own thread: no hand-off, the lowest latency for a client that waits for each
+/// reply; requests that arrive together go to the workers.
+fn read_requests<R: Read>(
+    r: &mut BufReader<R>,
+    tx: &SyncSender<Job>,
+    failed: &AtomicBool,
+    in_flight: &AtomicUsize,
+    reply: &(dyn Fn(&Job) + Sync),
+) -> io::Result<()> {
     loop {
+        if failed.load(Ordering::SeqCst) {
+            return Err(closed("a reply could not be sent"));
+        }
         let Some(req) = read_request(r)? else {
             return Err(closed("bad request magic"));
         };
-        let len = u64::from(req.length);
-        let in_range = req.offset.checked_add(len).is_some_and(|e| e <= size);
-        let fua = req.flags & CMD_FLAG_FUA != 0;
-        let result: Result<Option<usize>, u32> = match req.kind {
-            CMD_READ => {
-                if req.length > MAX_REQUEST || !in_range {
-                    Err(EINVAL)
-                } else {
-                    let n = usize::try_from(req.length).unwrap_or(0);
-                    buf.resize(n, 0);
-                    backend
-                        .read_at(&mut buf[..n], req.offset)
-                        .map(|()| Some(n))
-                        .map_err(|e| errno(&e))
-                }
-            }
+        if req.kind == CMD_DISC {
+            return Ok(());
+        }
+        let len = usize::try_from(req.length).unwrap_or(usize::MAX);
+        let mut payload = Vec::new();
+        let budget = match req.kind {
             CMD_WRITE => {
                 if req.length > MAX_REQUEST {
                     return Err(closed("write payload too large"));
                 }
-                let n = usize::try_from(req.length).unwrap_or(0);
-                buf.resize(n, 0);
-                r.read_exact(&mut buf[..n])?;
-                if read_only {
-                    Err(EPERM)
-                } else if !in_range {
-                    Err(ENOSPC)
-                } else {
-                    backend
-                        .write_at(&buf[..n], req.offset)
-                        .and_then(|()| if fua { backend.flush() } else { Ok(()) })
-                        .map(|()| None)
-                        .map_err(|e| errno(&e))
-                }
+                let b = reserve(len);
+                payload.resize(len, 0);
+                r.read_exact(&mut payload)?;
+                b
             }
-            CMD_FLUSH => backend.flush().map(|()| None).map_err(|e| errno(&e)),
-            CMD_TRIM | CMD_WRITE_ZEROES => {
-                if read_only {
-                    Err(EPERM)
-                } else if !in_range {
-                    Err(EINVAL)
-                } else {
-                    let res = if req.kind == CMD_TRIM {
-                        backend.discard(req.offset, len)
-                    } else {
-                        backend.write_zeroes(req.offset, len, req.flags & CMD_FLAG_NO_HOLE == 0)
-                    };
-                    res.and_then(|()| if fua { backend.flush() } else { Ok(()) })
-                        .map(|()| None)
-                        .map_err(|e| errno(&e))
-                }
-            }
-            CMD_DISC => {
-                let _ = backend.flush();
-                return Ok(());
-            }
-            _ => Err(EINVAL),
+            CMD_READ if req.length <= MAX_REQUEST => reserve(len),
+            _ => reserve(0),
         };
-        match result {
-            Ok(Some(n)) => write_simple_reply(w, 0, req.handle, &buf[..n])?,
-            Ok(None) => write_simple_reply(w, 0, req.handle, &[])?,
-            Err(code) => write_simple_reply(w, code, req.handle, &[])?,
+        let job = Job {
+            req,
+            payload,
+            _budget: budget,
+        };
+        if r.buffer().is_empty() && in_flight.load(Ordering::SeqCst) == 0 {
+            reply(&job);
+            continue;
         }
-        if buf.capacity() > 4 << 20 && buf.len() <= 1 << 20 {
-            buf = Vec::new(); // do not keep a 32 MiB buffer for every idle connection
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        if tx.send(job).is_err() {
+            return Err(closed("the workers stopped"));
         }
+    }
+}
+
+/// Runs one request; returns the NBD error (0 for success) and the data of a read.
+fn execute(export: &Export, job: &Job) -> (u32, Vec<u8>) {
+    let backend = &export.backend;
+    let req = job.req;
+    let len = u64::from(req.length);
+    let in_range = req
+        .offset
+        .checked_add(len)
+        .is_some_and(|e| e <= backend.size());
+    let fua = req.flags & CMD_FLAG_FUA != 0;
+    let then_fua =
+        |r: Result<(), BackendError>| r.and_then(|()| if fua { backend.flush() } else { Ok(()) });
+    let outcome: Result<Vec<u8>, u32> = match req.kind {
+        CMD_READ if req.length > MAX_REQUEST || !in_range => Err(EINVAL),
+        CMD_READ => {
+            let mut buf = vec![0u8; usize::try_from(req.length).unwrap_or(0)];
+            backend
+                .read_at(&mut buf, req.offset)
+                .map(|()| buf)
+                .map_err(|e| errno(&e))
+        }
+        CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES if backend.read_only() => Err(EPERM),
+        CMD_WRITE if !in_range => Err(ENOSPC),
+        CMD_WRITE => then_fua(backend.write_at(&job.payload, req.offset))
+            .map(|()| vec![])
+            .map_err(|e| errno(&e)),
+        CMD_TRIM | CMD_WRITE_ZEROES if !in_range => Err(EINVAL),
+        CMD_TRIM => then_fua(backend.discard(req.offset, len))
+            .map(|()| vec![])
+            .map_err(|e| errno(&e)),
+        CMD_WRITE_ZEROES => {
+            let unmap = req.flags & CMD_FLAG_NO_HOLE == 0;
+            then_fua(backend.write_zeroes(req.offset, len, unmap))
+                .map(|()| vec![])
+                .map_err(|e| errno(&e))
+        }
+        CMD_FLUSH => backend.flush().map(|()| vec![]).map_err(|e| errno(&e)),
+        _ => Err(EINVAL),
+    };
+    match outcome {
+        Ok(data) => (0, data),
+        Err(code) => (code, vec![]),
     }
 }
