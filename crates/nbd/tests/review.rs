@@ -4,7 +4,7 @@
 //! find it beside this test binary (`target/debug/strata`). Tests that need root, FUSE and loop
 //! devices fail where those are missing (scripts/install-deps.sh installs them).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{go, read_n, request};
 use strata_nbd::{Export, VhdBackend};
 use strata_vhd::{Disk, NewDisk, OpenOptions};
 
@@ -19,60 +22,6 @@ const SIZE: u64 = 64 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: a raw NBD client.
-
-fn read_n(c: &mut UnixStream, n: usize) -> Vec<u8> {
-    let mut b = vec![0u8; n];
-    c.read_exact(&mut b).unwrap();
-    b
-}
-
-fn option(opt: u32, data: &[u8]) -> Vec<u8> {
-    let mut b = b"IHAVEOPT".to_vec();
-    b.extend_from_slice(&opt.to_be_bytes());
-    b.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
-    b.extend_from_slice(data);
-    b
-}
-
-fn option_reply(c: &mut UnixStream) -> (u32, u32, Vec<u8>) {
-    let h = read_n(c, 20);
-    let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
-    let data = read_n(c, usize::try_from(len).unwrap());
-    (
-        u32::from_be_bytes(h[8..12].try_into().unwrap()),
-        u32::from_be_bytes(h[12..16].try_into().unwrap()),
-        data,
-    )
-}
-
-/// Connects and negotiates NBD_OPT_GO; the stream is in transmission.
-fn go(socket: &Path) -> UnixStream {
-    let mut c = UnixStream::connect(socket).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let hello = read_n(&mut c, 18);
-    assert_eq!(&hello[..8], b"NBDMAGIC");
-    c.write_all(&3u32.to_be_bytes()).unwrap();
-    let mut d = 0u32.to_be_bytes().to_vec();
-    d.extend_from_slice(&0u16.to_be_bytes());
-    c.write_all(&option(7, &d)).unwrap();
-    loop {
-        let (_, kind, _) = option_reply(&mut c);
-        if kind == 1 {
-            return c;
-        }
-        assert_eq!(kind, 3);
-    }
-}
-
-fn request(kind: u16, flags: u16, handle: u64, offset: u64, len: u32) -> Vec<u8> {
-    let mut b = 0x2560_9513u32.to_be_bytes().to_vec();
-    b.extend_from_slice(&flags.to_be_bytes());
-    b.extend_from_slice(&kind.to_be_bytes());
-    b.extend_from_slice(&handle.to_be_bytes());
-    b.extend_from_slice(&offset.to_be_bytes());
-    b.extend_from_slice(&len.to_be_bytes());
-    b
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: a server in a child process (this test binary, running `helper_server`), so that
