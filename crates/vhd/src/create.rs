@@ -61,7 +61,7 @@ pub fn validate_size(path: &Path, size: u64, kind: NewDisk) -> Result<Vec<String
         if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
         {
             return Err(VhdError::invalid(
-                format!("block size {block_size} is not a power of two from 4 KiB to 256 MiB"),
+                format!("block size {block_size} must be a power of two from 4 KiB to 256 MiB"),
                 path,
                 OP,
             ));

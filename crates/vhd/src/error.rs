@@ -130,14 +130,9 @@ impl fmt::Display for VhdError {
     }
 }
 
-impl std::error::Error for VhdError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &*self.kind {
-            ErrorKind::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+// The I/O error's text is already part of the message (Display), so it is not repeated as a
+// `source()`: `anyhow`'s `{:#}` would print it twice.
+impl std::error::Error for VhdError {}
 
 /// The crate's result type.
 pub type Result<T, E = VhdError> = std::result::Result<T, E>;

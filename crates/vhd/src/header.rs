@@ -123,7 +123,7 @@ impl DynamicHeader {
         if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
         {
             return Err(HeaderProblem::Invalid(format!(
-                "block size {block_size} is not a power of two between 4 KiB and 256 MiB"
+                "block size {block_size} must be a power of two between 4 KiB and 256 MiB"
             )));
         }
         let entries = be32(b, 28);
