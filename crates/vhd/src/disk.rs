@@ -39,6 +39,16 @@ impl OpenOptions {
         Self::default()
     }
 
+    /// This file alone, read-only and without locks: for looking at metadata (inspect, check,
+    /// parent look-ups) even while another process uses the disk.
+    pub fn alone() -> Self {
+        OpenOptions {
+            write: false,
+            lock: false,
+            parents: false,
+        }
+    }
+
     /// Read-write, exclusive lock on the disk, shared locks on its parents.
     pub fn write() -> Self {
         OpenOptions {
@@ -294,14 +304,7 @@ impl Disk {
         if opts.write && !opts.parents {
             // Writing without the chain below would complete partial writes with zeros instead of
             // the parent's bytes: refused. (Maintenance that writes no data has its own mode.)
-            let probe = Disk::open(
-                path,
-                OpenOptions {
-                    write: false,
-                    lock: false,
-                    parents: false,
-                },
-            )?;
+            let probe = Disk::open(path, OpenOptions::alone())?;
             if probe.disk_type() == DiskType::Differencing {
                 return Err(VhdError::invalid(
                     "a differencing disk cannot be opened for writing without its parents",
@@ -450,11 +453,7 @@ impl Disk {
                 "open parent",
             ));
         };
-        let alone = OpenOptions {
-            write: false,
-            lock: false,
-            parents: false,
-        };
+        let alone = OpenOptions::alone();
         let parent = Disk::open(found, alone)?;
         if parent.footer.unique_id != s.header.parent_id {
             let kind = ErrorKind::ParentMismatch {

@@ -89,3 +89,8 @@ pub fn interop(name: &str) -> PathBuf {
         .expect("shared/interop beside the project")
         .join(name)
 }
+
+/// qemu-img finds the VHD identical to the raw image.
+pub fn same_as_raw(raw: &Path, vhd: &Path) {
+    sh(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "vpc", s(raw), s(vhd)]));
+}

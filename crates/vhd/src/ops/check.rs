@@ -277,12 +277,7 @@ fn fix(file: &File, path: &Path, facts: &Facts, found: &Report) -> Result<Vec<St
 
 /// Checks the whole chain above the disk: parent found, same unique id, time stamp.
 fn check_parent(path: &Path, report: &mut Report) {
-    let alone = OpenOptions {
-        write: false,
-        lock: false,
-        parents: false,
-    };
-    let Ok(mut disk) = Disk::open(path, alone) else {
+    let Ok(mut disk) = Disk::open(path, OpenOptions::alone()) else {
         return;
     };
     let mut depth = 0;
@@ -297,7 +292,7 @@ fn check_parent(path: &Path, report: &mut Report) {
         match disk.locate_parent() {
             Ok((p, warning)) => {
                 report.warnings.extend(warning);
-                match Disk::open(&p, alone) {
+                match Disk::open(&p, OpenOptions::alone()) {
                     Ok(d) => disk = d,
                     Err(e) => {
                         report.errors.push(e.to_string());

@@ -117,12 +117,7 @@ fn four_cc(code: u32) -> String {
 
 /// Inspects a disk.
 pub fn inspect(path: &Path) -> Result<Info> {
-    let alone = OpenOptions {
-        write: false,
-        lock: false,
-        parents: false,
-    };
-    let disk = Disk::open(path, alone)?;
+    let disk = Disk::open(path, OpenOptions::alone())?;
     let f = disk.footer().clone();
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut problems: Vec<String> = disk.warnings().to_vec();
@@ -216,14 +211,7 @@ fn follow_chain(first: Disk, problems: &mut Vec<String>) -> (Vec<PathBuf>, Vec<L
                     problems.push("the chain is longer than 255 disks".into());
                     break;
                 }
-                match Disk::open(
-                    &p,
-                    OpenOptions {
-                        write: false,
-                        lock: false,
-                        parents: false,
-                    },
-                ) {
+                match Disk::open(&p, OpenOptions::alone()) {
                     Ok(d) => {
                         problems
                             .extend(d.warnings().iter().map(|w| format!("{}: {w}", p.display())));

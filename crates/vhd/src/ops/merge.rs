@@ -34,17 +34,7 @@ pub fn merge_into_parent(child_path: &Path, progress: &dyn Progress) -> Result<P
         ));
     }
     let (parent_path, _) = child.locate_parent()?;
-    if child.size()
-        > Disk::open(
-            &parent_path,
-            OpenOptions {
-                lock: false,
-                parents: false,
-                write: false,
-            },
-        )?
-        .size()
-    {
+    if child.size() > Disk::open(&parent_path, OpenOptions::alone())?.size() {
         resize(&parent_path, child.size(), false)?;
     }
     let parent = Disk::open(&parent_path, OpenOptions::write())?;

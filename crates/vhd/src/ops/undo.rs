@@ -40,14 +40,7 @@ fn existing(base: &Path, op: &'static str) -> Result<PathBuf> {
             op,
         ));
     }
-    let disk = Disk::open(
-        &undo,
-        OpenOptions {
-            write: false,
-            lock: false,
-            parents: false,
-        },
-    )?;
+    let disk = Disk::open(&undo, OpenOptions::alone())?;
     let (parent, _) = disk.locate_parent()?;
     if !crate::disk::same_file(&parent, base) {
         return Err(VhdError::invalid(
