@@ -1,6 +1,8 @@
 //! The `strata` command line: argument parsing (clap) and presentation. All the work is done by
 //! the library crates; this crate only turns arguments into calls and results into text or JSON.
 
+mod client;
+mod console;
 mod disk;
 mod disk_text;
 mod mount;
@@ -8,6 +10,8 @@ mod plug;
 mod progress;
 mod serve;
 mod size;
+mod vm;
+mod vm_text;
 
 use std::process::ExitCode;
 
@@ -28,6 +32,47 @@ enum Command {
     /// Virtual hard disks (VHD): create, inspect, check, merge, compact, convert, resize …
     #[command(subcommand)]
     Disk(disk::DiskCommand),
+    /// Virtual machines: create, list, show, set, start, shutdown, stop, save, console …
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
+    /// The host service's event log.
+    Events {
+        /// Only this VM's events
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only events since a time (2026-11-22T10:00:00Z) or a duration ago (10m, 2h)
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The host: what it offers; apply the VMs' automatic stop actions (host shutdown).
+    #[command(subcommand)]
+    Host(vm::HostCommand),
+    /// Run the host service (API on STRATA_HOME/api.sock; STRATA_HOME defaults to /var/lib/strata).
+    Serve {
+        /// The data folder (default: $STRATA_HOME or /var/lib/strata)
+        #[arg(long)]
+        home: Option<std::path::PathBuf>,
+        /// The API's Unix socket (default: DATA/api.sock)
+        #[arg(long)]
+        socket: Option<std::path::PathBuf>,
+        /// Also serve the API on TCP, e.g. 127.0.0.1:8450 (no authentication yet: keep it local)
+        #[arg(long)]
+        tcp: Option<String>,
+    },
+    /// A VM's worker process (started by the host service).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        home: std::path::PathBuf,
+        #[arg(long)]
+        vm: String,
+        #[arg(long)]
+        accel: String,
+        #[arg(long)]
+        restore: bool,
+    },
 }
 
 /// Runs the command line; errors are printed on stderr with a non-zero exit code.
@@ -35,6 +80,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
+        Command::Vm(cmd) => vm::run(cmd),
+        Command::Events { vm, since, json } => vm::events(vm, since, json),
+        Command::Host(cmd) => vm::host(cmd),
+        Command::Serve { home, socket, tcp } => serve_host(home, socket, tcp),
+        Command::Worker { home, vm, accel, restore } => worker(home, vm, &accel, restore),
     };
     match result {
         Ok(code) => code,
@@ -43,4 +93,30 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve_host(
+    home: Option<std::path::PathBuf>,
+    socket: Option<std::path::PathBuf>,
+    tcp: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let opts = strata_host::ServeOptions {
+        home: home.unwrap_or_else(client::home),
+        socket,
+        tcp,
+        worker: vec![exe.into_os_string(), "worker".into()],
+    };
+    strata_host::serve(&opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn worker(home: std::path::PathBuf, vm: String, accel: &str, restore: bool) -> anyhow::Result<ExitCode> {
+    let accel = match accel {
+        "kvm" => strata_api::Accelerator::Kvm,
+        "tcg" => strata_api::Accelerator::Tcg,
+        other => anyhow::bail!("unknown accelerator '{other}'"),
+    };
+    let args = strata_host::worker::WorkerArgs { home, vm, accel, restore };
+    Ok(ExitCode::from(u8::try_from(strata_host::worker::run(&args)).unwrap_or(1)))
 }

@@ -4,6 +4,7 @@
 
 mod disk;
 mod plug;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

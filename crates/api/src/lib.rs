@@ -1,0 +1,27 @@
+//! # strata-api
+//!
+//! The request and response bodies of Strata's REST API (`docs/openapi.json`), shared by the host
+//! service (`strata-host`), the `strata` CLI and the tests. Request bodies refuse unknown fields, so
+//! a misspelt setting is an error rather than silently ignored.
+
+mod types;
+
+pub use types::*;
+
+/// The API's version prefix: every route starts with it.
+pub const PREFIX: &str = "/v1";
+
+/// Every route of the API as (method, path template). The service builds its router from this
+/// list and a test checks it against `docs/openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/host"),
+    ("POST", "/v1/host/stop-vms"),
+    ("GET", "/v1/vms"),
+    ("POST", "/v1/vms"),
+    ("GET", "/v1/vms/{name}"),
+    ("PATCH", "/v1/vms/{name}"),
+    ("DELETE", "/v1/vms/{name}"),
+    ("POST", "/v1/vms/{name}/{action}"),
+    ("GET", "/v1/vms/{name}/console"),
+    ("GET", "/v1/events"),
+];

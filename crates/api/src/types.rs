@@ -1,0 +1,474 @@
+//! The API's bodies. Sizes are in MiB, durations in seconds, times in RFC 3339 (UTC).
+
+use serde::{Deserialize, Serialize};
+
+/// A VM's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    /// Not running, no saved state.
+    Off,
+    /// The worker is starting QEMU (or restoring a saved state).
+    Starting,
+    /// The guest runs.
+    Running,
+    /// The guest's CPUs are stopped; memory is kept.
+    Paused,
+    /// The memory is being written to the saved-state file.
+    Saving,
+    /// Not running; the next start resumes from the saved state.
+    Saved,
+    /// A shut-down or turn-off is in progress.
+    Stopping,
+    /// QEMU or the worker died unexpectedly. The VM can be started again.
+    Crashed,
+}
+
+impl VmState {
+    /// Whether a worker process is (or should be) alive in this state.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Self::Starting | Self::Running | Self::Paused | Self::Saving | Self::Stopping
+        )
+    }
+
+    /// The lowercase name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Saving => "saving",
+            Self::Saved => "saved",
+            Self::Stopping => "stopping",
+            Self::Crashed => "crashed",
+        }
+    }
+}
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    /// KVM when the host's probe says it can run a guest, TCG otherwise.
+    #[default]
+    Auto,
+    /// Hardware virtualization; starting fails where KVM can't run a guest.
+    Kvm,
+    /// QEMU's software emulation: slow, works everywhere.
+    Tcg,
+}
+
+impl Accelerator {
+    /// The lowercase name, as in JSON and on QEMU's command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+/// The controller a disk is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// Emulated IDE (as Virtual Server's): any guest can boot from it.
+    Ide,
+    /// virtio-blk (synthetic, as Hyper-V's VMBus storage): fast, needs a virtio driver.
+    #[default]
+    Virtio,
+}
+
+/// A network adapter's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicModel {
+    /// virtio-net (synthetic).
+    #[default]
+    Virtio,
+    /// Intel e1000 (emulated, legacy guests).
+    E1000,
+}
+
+/// A boot device class, in the order tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootDevice {
+    /// The first hard disk.
+    Disk,
+    /// The CD/DVD drive.
+    Cdrom,
+    /// PXE from the first network adapter.
+    Network,
+}
+
+/// What the service does with a VM when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartAction {
+    /// Nothing.
+    #[default]
+    Never,
+    /// Start it (after the delay).
+    Always,
+    /// Start it if it was running when the VMs were last stopped by `stop-vms` (host shutdown).
+    IfRunning,
+}
+
+/// What `stop-vms` (the host shutting down) does with a running VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopAction {
+    /// Save its state.
+    #[default]
+    Save,
+    /// Shut the guest down (ACPI), turning it off after the timeout.
+    Shutdown,
+    /// Turn it off at once.
+    TurnOff,
+}
+
+/// What a COM port is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComKind {
+    /// Output appended to a file.
+    File,
+    /// A Unix socket QEMU listens on.
+    Socket,
+}
+
+/// A virtual hard disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Absolute path of the VHD file (any kind: fixed, dynamic, differencing).
+    pub path: String,
+    /// The controller.
+    #[serde(default)]
+    pub bus: DiskBus,
+}
+
+/// A network adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicSpec {
+    /// The model.
+    #[serde(default)]
+    pub model: NicModel,
+    /// The MAC address; assigned by the service (unique on the host) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// A COM port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComPort {
+    /// 1 or 2. COM1 is the console (recorded, `vm console`) unless connected here.
+    pub port: u8,
+    /// File or socket.
+    pub kind: ComKind,
+    /// Absolute path.
+    pub path: String,
+}
+
+/// Direct kernel boot, for appliances and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelBoot {
+    /// Absolute path of the kernel image.
+    pub kernel: String,
+    /// Absolute path of the initrd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// The kernel command line.
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+/// `POST /v1/vms`: a new VM. Everything but the name has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVm {
+    /// Unique on the host: letters, digits, `-`, `_`, `.`; 1 to 64 characters.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub notes: String,
+    /// Memory in MiB (default 512).
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    /// Virtual processors (default 1).
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    /// Boot order (default disk, cdrom, network).
+    #[serde(default = "default_boot")]
+    pub boot_order: Vec<BootDevice>,
+    /// Disks, in controller order.
+    #[serde(default)]
+    pub disks: Vec<DiskSpec>,
+    /// An ISO file in the CD/DVD drive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<String>,
+    /// Network adapters.
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
+    /// COM ports connected to files or sockets.
+    #[serde(default)]
+    pub com_ports: Vec<ComPort>,
+    /// Direct kernel boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelBoot>,
+    /// KVM, TCG or auto (default).
+    #[serde(default)]
+    pub accelerator: Accelerator,
+    /// Automatic start action.
+    #[serde(default)]
+    pub start_action: StartAction,
+    /// Seconds to wait before the automatic start.
+    #[serde(default)]
+    pub start_delay_secs: u32,
+    /// Automatic stop action.
+    #[serde(default)]
+    pub stop_action: StopAction,
+    /// Seconds a shut-down waits for the guest before turning it off (default 60).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u32,
+}
+
+fn default_memory() -> u32 {
+    512
+}
+fn default_cpus() -> u32 {
+    1
+}
+fn default_boot() -> Vec<BootDevice> {
+    vec![BootDevice::Disk, BootDevice::Cdrom, BootDevice::Network]
+}
+fn default_shutdown_timeout() -> u32 {
+    60
+}
+
+impl CreateVm {
+    /// A VM with every default.
+    pub fn named(name: &str) -> Self {
+        serde_json::from_value(serde_json::json!({ "name": name })).expect("defaults")
+    }
+}
+
+/// `PATCH /v1/vms/{name}`: the settings to change; absent fields stay as they are. While the VM is
+/// running, paused or saved only `notes`, the actions and the timeouts may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVm {
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    /// Virtual processors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Boot order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_order: Option<Vec<BootDevice>>,
+    /// Disks (the whole list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<DiskSpec>>,
+    /// The ISO in the CD/DVD drive; an empty string empties the drive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<String>,
+    /// Network adapters (the whole list; existing MACs are kept by position when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nics: Option<Vec<NicSpec>>,
+    /// COM ports (the whole list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub com_ports: Option<Vec<ComPort>>,
+    /// Accelerator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<Accelerator>,
+    /// Automatic start action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_action: Option<StartAction>,
+    /// Seconds before the automatic start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_delay_secs: Option<u32>,
+    /// Automatic stop action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_action: Option<StopAction>,
+    /// Shut-down timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout_secs: Option<u32>,
+}
+
+/// One VM in `GET /v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSummary {
+    /// The name.
+    pub name: String,
+    /// The state.
+    pub state: VmState,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Virtual processors.
+    pub cpus: u32,
+}
+
+/// A VM's disk as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// The VHD file.
+    pub path: String,
+    /// The controller.
+    pub bus: DiskBus,
+}
+
+/// A VM's network adapter as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicInfo {
+    /// The model.
+    pub model: NicModel,
+    /// The MAC address, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+}
+
+/// `GET /v1/vms/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDetails {
+    /// The name.
+    pub name: String,
+    /// The state.
+    pub state: VmState,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Virtual processors.
+    pub cpus: u32,
+    /// The VM's unique id (never changes).
+    pub id: String,
+    /// Free text.
+    pub notes: String,
+    /// Boot order.
+    pub boot_order: Vec<BootDevice>,
+    /// Disks.
+    pub disks: Vec<DiskInfo>,
+    /// The ISO in the CD/DVD drive.
+    pub cdrom: Option<String>,
+    /// Network adapters.
+    pub nics: Vec<NicInfo>,
+    /// COM ports connected to files or sockets.
+    pub com_ports: Vec<ComPort>,
+    /// Direct kernel boot.
+    pub kernel: Option<KernelBoot>,
+    /// The accelerator in use while active (`kvm` or `tcg`); otherwise the configured one.
+    pub accelerator: Accelerator,
+    /// The configured accelerator.
+    pub accelerator_setting: Accelerator,
+    /// Automatic start action.
+    pub start_action: StartAction,
+    /// Seconds before the automatic start.
+    pub start_delay_secs: u32,
+    /// Automatic stop action.
+    pub stop_action: StopAction,
+    /// Shut-down timeout in seconds.
+    pub shutdown_timeout_secs: u32,
+    /// The worker process's pid while active.
+    pub pid: Option<u32>,
+    /// QEMU's pid while active.
+    pub qemu_pid: Option<u32>,
+    /// The Unix socket `strata vm console` attaches to, while active.
+    pub console_socket: Option<String>,
+    /// The VM's folder.
+    pub folder: String,
+    /// When the VM last started (RFC 3339), while active.
+    pub started_at: Option<String>,
+    /// Why the VM last stopped or crashed, if it did not stop normally.
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/shutdown` (optional body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownRequest {
+    /// Seconds to wait for the guest before turning it off (default: the VM's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+}
+
+/// `DELETE /v1/vms/{name}` query: `?delete_disks=true` also deletes the VM's disk files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Also delete the disk files.
+    #[serde(default)]
+    pub delete_disks: bool,
+}
+
+/// `GET /v1/events` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only this VM's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// An entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 (UTC, milliseconds).
+    pub time: String,
+    /// Stable numeric code (see `docs/EVENTS.md`).
+    pub code: u32,
+    /// Stable name, e.g. `vm-started`.
+    pub name: String,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    /// The VM, if the event concerns one.
+    pub vm: Option<String>,
+    /// Who caused it: a user name, `guest`, or `system`.
+    pub user: String,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// `GET /v1/host`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Strata's version.
+    pub version: String,
+    /// The data folder.
+    pub home: String,
+    /// What `auto` means on this host: `kvm` or `tcg`.
+    pub accelerator: Accelerator,
+    /// Why KVM is not used, when it is not.
+    pub kvm_problem: Option<String>,
+    /// The QEMU binary and its version.
+    pub qemu: String,
+    /// How many VMs are defined.
+    pub vms: usize,
+}
+
+/// `POST /v1/host/stop-vms` reply: what was done to each VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopVmsReport {
+    /// (VM, action taken or error).
+    pub results: Vec<(String, String)>,
+}
+
+/// Every error reply's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong and what to do, for people.
+    pub error: String,
+    /// A stable kind: `not-found`, `conflict`, `invalid`, `internal`.
+    pub kind: String,
+}

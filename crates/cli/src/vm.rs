@@ -1,0 +1,403 @@
+//! `strata vm …`, `strata events`, `strata host …`: clients of the host service's REST API.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use strata_api::{ComKind, ComPort, CreateVm, DiskBus, DiskSpec, Event, HostInfo, KernelBoot, NicModel, NicSpec, SetVm, StopVmsReport, VmDetails, VmSummary};
+
+use crate::client::{enc, Client};
+use crate::size::parse_size;
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Define a new VM.
+    Create {
+        name: String,
+        #[command(flatten)]
+        settings: Settings,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the VMs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a VM's settings and state.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a VM's settings (hardware only while it is off).
+    Set {
+        name: String,
+        #[command(flatten)]
+        settings: Settings,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a VM (a saved VM resumes from its saved state).
+    Start(Target),
+    /// Shut a VM down (ACPI power button), turning it off after the timeout.
+    Shutdown {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds to wait for the guest (default: the VM's setting)
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+    /// Turn a VM off (like pulling the plug; the disks stay consistent).
+    Stop(Target),
+    /// Reset a VM.
+    Reset(Target),
+    /// Pause a VM.
+    Pause(Target),
+    /// Resume a paused VM.
+    Resume(Target),
+    /// Save a VM's state to its folder; `start` resumes it.
+    Save(Target),
+    /// Drop a saved VM's saved state (the VM becomes off).
+    DiscardSaved(Target),
+    /// Delete a VM (its disks are kept unless --delete-disks).
+    Delete {
+        name: String,
+        #[arg(long)]
+        delete_disks: bool,
+    },
+    /// Attach to a VM's serial console (COM1); Ctrl-] detaches. --log prints what it has shown.
+    Console {
+        name: String,
+        #[arg(long)]
+        log: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// Memory: 512M, 2G … (a plain number is MiB)
+    #[arg(long)]
+    memory: Option<String>,
+    /// Virtual processors
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// A disk, PATH[:ide|:virtio] (virtio by default); repeat for more. With `set`, replaces the list.
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// An ISO image in the CD/DVD drive ("" empties it)
+    #[arg(long)]
+    cdrom: Option<String>,
+    /// A network adapter: virtio or e1000, optionally =MAC; repeat for more
+    #[arg(long = "nic")]
+    nics: Vec<String>,
+    /// Kernel for direct kernel boot
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Initrd for direct kernel boot
+    #[arg(long, requires = "kernel")]
+    initrd: Option<String>,
+    /// Kernel command line
+    #[arg(long, requires = "kernel")]
+    cmdline: Option<String>,
+    /// COM1 connected to file:PATH or socket:PATH (instead of the recorded console)
+    #[arg(long)]
+    com1: Option<String>,
+    /// COM2 connected to file:PATH or socket:PATH
+    #[arg(long)]
+    com2: Option<String>,
+    /// Boot order, e.g. disk,cdrom,network
+    #[arg(long, value_delimiter = ',')]
+    boot: Option<Vec<String>>,
+    /// auto (default), kvm or tcg
+    #[arg(long)]
+    accelerator: Option<String>,
+    /// Free text
+    #[arg(long)]
+    notes: Option<String>,
+    /// Automatic start action: never, always, if-running
+    #[arg(long)]
+    start_action: Option<String>,
+    /// Seconds before the automatic start
+    #[arg(long)]
+    start_delay: Option<u32>,
+    /// Automatic stop action: save, shutdown, turn-off
+    #[arg(long)]
+    stop_action: Option<String>,
+    /// Seconds a shut-down waits for the guest before turning it off
+    #[arg(long)]
+    shutdown_timeout: Option<u32>,
+}
+
+/// A path from the caller's working directory, made absolute for the service.
+fn absolute(p: &str) -> Result<String> {
+    let path = Path::new(p);
+    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    Ok(abs.display().to_string())
+}
+
+fn enum_value<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T> {
+    serde_json::from_value(Value::String(v.to_string())).with_context(|| format!("invalid {what} '{v}'"))
+}
+
+fn com(port: u8, spec: &str) -> Result<ComPort> {
+    let (kind, path) = match spec.split_once(':') {
+        Some(("file", p)) => (ComKind::File, p),
+        Some(("socket", p)) => (ComKind::Socket, p),
+        _ => bail!("COM{port} '{spec}': expected file:PATH or socket:PATH"),
+    };
+    Ok(ComPort { port, kind, path: absolute(path)? })
+}
+
+impl Settings {
+    /// The settings given, as a `SetVm` (which `create` also starts from).
+    fn to_set(&self) -> Result<SetVm> {
+        let memory_mib = self.memory.as_deref().map(memory_mib).transpose()?;
+        let disks = (!self.disks.is_empty())
+            .then(|| {
+                self.disks
+                    .iter()
+                    .map(|d| {
+                        let (path, bus) = match d.rsplit_once(':') {
+                            Some((p, "ide")) => (p, DiskBus::Ide),
+                            Some((p, "virtio")) => (p, DiskBus::Virtio),
+                            _ => (d.as_str(), DiskBus::Virtio),
+                        };
+                        Ok(DiskSpec { path: absolute(path)?, bus })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let nics = (!self.nics.is_empty())
+            .then(|| {
+                self.nics
+                    .iter()
+                    .map(|n| {
+                        let (model, mac) = match n.split_once('=') {
+                            Some((m, mac)) => (m, Some(mac.to_string())),
+                            None => (n.as_str(), None),
+                        };
+                        Ok(NicSpec { model: enum_value::<NicModel>("network adapter model", model)?, mac })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let mut com_ports = Vec::new();
+        if let Some(c) = &self.com1 {
+            com_ports.push(com(1, c)?);
+        }
+        if let Some(c) = &self.com2 {
+            com_ports.push(com(2, c)?);
+        }
+        Ok(SetVm {
+            notes: self.notes.clone(),
+            memory_mib,
+            cpus: self.cpus,
+            boot_order: self
+                .boot
+                .as_ref()
+                .map(|b| b.iter().map(|x| enum_value("boot device", x)).collect::<Result<Vec<_>>>())
+                .transpose()?,
+            disks,
+            cdrom: self.cdrom.as_deref().map(|c| if c.is_empty() { Ok(String::new()) } else { absolute(c) }).transpose()?,
+            nics,
+            com_ports: (self.com1.is_some() || self.com2.is_some()).then_some(com_ports),
+            accelerator: self.accelerator.as_deref().map(|a| enum_value("accelerator", a)).transpose()?,
+            start_action: self.start_action.as_deref().map(|a| enum_value("start action", a)).transpose()?,
+            start_delay_secs: self.start_delay,
+            stop_action: self.stop_action.as_deref().map(|a| enum_value("stop action", a)).transpose()?,
+            shutdown_timeout_secs: self.shutdown_timeout,
+        })
+    }
+
+    fn kernel(&self) -> Result<Option<KernelBoot>> {
+        self.kernel
+            .as_deref()
+            .map(|k| {
+                Ok(KernelBoot {
+                    kernel: absolute(k)?,
+                    initrd: self.initrd.as_deref().map(absolute).transpose()?,
+                    cmdline: self.cmdline.clone().unwrap_or_default(),
+                })
+            })
+            .transpose()
+    }
+
+    fn to_create(&self, name: &str) -> Result<CreateVm> {
+        let s = self.to_set()?;
+        let mut vm = CreateVm::named(name);
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = s.$f { vm.$f = v; } )* };
+        }
+        take!(notes, memory_mib, cpus, boot_order, disks, nics, com_ports, accelerator, start_action, start_delay_secs, stop_action, shutdown_timeout_secs);
+        vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
+        vm.kernel = self.kernel()?;
+        Ok(vm)
+    }
+}
+
+/// Memory: a plain number is MiB; otherwise a size that is a whole number of MiB.
+fn memory_mib(text: &str) -> Result<u32> {
+    let bytes = if text.chars().all(|c| c.is_ascii_digit()) {
+        text.parse::<u64>().context("memory")? << 20
+    } else {
+        parse_size(text).map_err(anyhow::Error::msg)?
+    };
+    if bytes % (1 << 20) != 0 {
+        bail!("memory '{text}': must be a whole number of MiB");
+    }
+    u32::try_from(bytes >> 20).map_err(|_| anyhow::anyhow!("memory '{text}' is too large"))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_vm(vm: &VmDetails, json: bool) -> Result<()> {
+    if json {
+        return print_json(vm);
+    }
+    crate::vm_text::show(vm);
+    Ok(())
+}
+
+/// Runs `strata vm …`.
+pub fn run(cmd: VmCommand) -> Result<ExitCode> {
+    let c = Client::new();
+    let path = |name: &str| format!("/v1/vms/{}", enc(name));
+    match cmd {
+        VmCommand::Create { name, settings, json } => {
+            let body = serde_json::to_value(settings.to_create(&name)?)?;
+            let vm: VmDetails = c.json("POST", "/v1/vms", Some(body))?;
+            if !json {
+                println!("Created VM '{}'.", vm.name);
+            }
+            print_vm(&vm, json)?;
+        }
+        VmCommand::List { json } => {
+            let list: Vec<VmSummary> = c.json("GET", "/v1/vms", None)?;
+            if json {
+                print_json(&list)?;
+            } else {
+                crate::vm_text::list(&list);
+            }
+        }
+        VmCommand::Show { name, json } => print_vm(&c.json("GET", &path(&name), None)?, json)?,
+        VmCommand::Set { name, settings, json } => {
+            if settings.kernel.is_some() {
+                bail!("direct kernel boot is set at creation; create the VM again to change it");
+            }
+            let body = serde_json::to_value(settings.to_set()?)?;
+            print_vm(&c.json("PATCH", &path(&name), Some(body))?, json)?;
+        }
+        VmCommand::Start(t) => action(&c, &t, "start", None)?,
+        VmCommand::Shutdown { target, timeout } => {
+            let body = timeout.map(|t| json!({ "timeout_secs": t }));
+            action(&c, &target, "shutdown", body)?;
+        }
+        VmCommand::Stop(t) => action(&c, &t, "stop", None)?,
+        VmCommand::Reset(t) => action(&c, &t, "reset", None)?,
+        VmCommand::Pause(t) => action(&c, &t, "pause", None)?,
+        VmCommand::Resume(t) => action(&c, &t, "resume", None)?,
+        VmCommand::Save(t) => action(&c, &t, "save", None)?,
+        VmCommand::DiscardSaved(t) => action(&c, &t, "discard-saved", None)?,
+        VmCommand::Delete { name, delete_disks } => {
+            c.text("DELETE", &format!("{}?delete_disks={delete_disks}", path(&name)), None)?;
+            println!("Deleted VM '{name}'{}.", if delete_disks { " and its disks" } else { " (its disks are kept)" });
+        }
+        VmCommand::Console { name, log } => {
+            if log {
+                print!("{}", c.text("GET", &format!("{}/console", path(&name)), None)?);
+            } else {
+                let vm: VmDetails = c.json("GET", &path(&name), None)?;
+                let Some(socket) = vm.console_socket else {
+                    bail!("VM '{name}' is {}: its console is available while it runs", vm.state.as_str());
+                };
+                crate::console::attach(Path::new(&socket), &name)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn action(c: &Client, t: &Target, what: &str, body: Option<Value>) -> Result<()> {
+    let vm: VmDetails = c.json("POST", &format!("/v1/vms/{}/{what}", enc(&t.name)), body)?;
+    if t.json {
+        return print_json(&vm);
+    }
+    println!("VM '{}' is {}.", vm.name, vm.state.as_str());
+    Ok(())
+}
+
+/// `strata events`.
+pub fn events(vm: Option<String>, since: Option<String>, json: bool) -> Result<ExitCode> {
+    let mut q = Vec::new();
+    if let Some(v) = vm {
+        q.push(format!("vm={}", enc(&v)));
+    }
+    if let Some(s) = since {
+        // "10m" means ten minutes ago; anything else is passed as a time.
+        let t = match humantime::parse_duration(&s) {
+            Ok(d) => humantime::format_rfc3339(std::time::SystemTime::now() - d).to_string(),
+            Err(_) => s,
+        };
+        q.push(format!("since={}", enc(&t)));
+    }
+    let list: Vec<Event> = Client::new().json("GET", &format!("/v1/events?{}", q.join("&")), None)?;
+    if json {
+        print_json(&list)?;
+    } else {
+        crate::vm_text::events(&list);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// What the host offers: QEMU, accelerator, data folder.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The host is shutting down: apply each running VM's automatic stop action.
+    StopVms {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `strata host …`.
+pub fn host(cmd: HostCommand) -> Result<ExitCode> {
+    let c = Client::new();
+    match cmd {
+        HostCommand::Info { json } => {
+            let info: HostInfo = c.json("GET", "/v1/host", None)?;
+            if json {
+                print_json(&info)?;
+            } else {
+                crate::vm_text::host(&info);
+            }
+        }
+        HostCommand::StopVms { json } => {
+            let r: StopVmsReport = c.json("POST", "/v1/host/stop-vms", None)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for (vm, what) in &r.results {
+                    println!("{vm}: {what}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,83 @@
+//! Text output of `strata vm`, `strata events` and `strata host`.
+
+use strata_api::{Event, HostInfo, VmDetails, VmSummary};
+
+pub fn list(vms: &[VmSummary]) {
+    if vms.is_empty() {
+        println!("No VMs. Create one with `strata vm create NAME`.");
+        return;
+    }
+    println!("{:<24} {:<9} {:>8} {:>4}", "NAME", "STATE", "MEMORY", "CPUS");
+    for v in vms {
+        println!("{:<24} {:<9} {:>5}MiB {:>4}", v.name, v.state.as_str(), v.memory_mib, v.cpus);
+    }
+}
+
+pub fn show(v: &VmDetails) {
+    println!("Name:          {}", v.name);
+    println!("State:         {}", v.state.as_str());
+    if let Some(e) = &v.last_error {
+        println!("Last error:    {e}");
+    }
+    println!("Memory:        {} MiB", v.memory_mib);
+    println!("Processors:    {}", v.cpus);
+    let accel = if v.accelerator == v.accelerator_setting {
+        v.accelerator.as_str().to_string()
+    } else {
+        format!("{} (setting: {})", v.accelerator.as_str(), v.accelerator_setting.as_str())
+    };
+    println!("Accelerator:   {accel}");
+    let boot: Vec<String> = v.boot_order.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
+    println!("Boot order:    {}", boot.join(", "));
+    for (i, d) in v.disks.iter().enumerate() {
+        println!("Disk {i}:        {} ({:?})", d.path, d.bus);
+    }
+    if let Some(c) = &v.cdrom {
+        println!("CD/DVD:        {c}");
+    }
+    for (i, n) in v.nics.iter().enumerate() {
+        println!("NIC {i}:         {:?}, MAC {}", n.model, n.mac);
+    }
+    for c in &v.com_ports {
+        println!("COM{}:          {:?} {}", c.port, c.kind, c.path);
+    }
+    if let Some(k) = &v.kernel {
+        println!("Kernel:        {} {}", k.kernel, k.cmdline);
+    }
+    println!(
+        "Automatic:     start {:?} (delay {} s), stop {:?}, shut-down timeout {} s",
+        v.start_action, v.start_delay_secs, v.stop_action, v.shutdown_timeout_secs
+    );
+    if let (Some(pid), Some(q)) = (v.pid, v.qemu_pid) {
+        println!("Worker:        pid {pid} (QEMU pid {q}), started {}", v.started_at.as_deref().unwrap_or("?"));
+    }
+    if !v.notes.is_empty() {
+        println!("Notes:         {}", v.notes);
+    }
+    println!("Folder:        {}", v.folder);
+}
+
+pub fn events(list: &[Event]) {
+    for e in list {
+        println!(
+            "{} {:<7} {:>3} {:<16} {:<12} {}",
+            e.time,
+            e.level,
+            e.code,
+            e.vm.as_deref().unwrap_or("-"),
+            e.user,
+            e.message
+        );
+    }
+}
+
+pub fn host(h: &HostInfo) {
+    println!("Strata:        {}", h.version);
+    println!("Data folder:   {}", h.home);
+    println!("QEMU:          {}", h.qemu);
+    match &h.kvm_problem {
+        None => println!("Accelerator:   kvm"),
+        Some(why) => println!("Accelerator:   tcg (KVM unusable: {why})"),
+    }
+    println!("VMs:           {}", h.vms);
+}

@@ -1,0 +1,147 @@
+//! The event log: one JSON object per line in `$STRATA_HOME/events.jsonl`, appended by the service
+//! and by the workers (each line is one `write` on a file opened with `O_APPEND`, so concurrent
+//! writers never interleave). Codes are stable; `docs/EVENTS.md` lists them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use strata_api::Event;
+
+/// Every event Strata logs: (code, name, level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The host service started.
+    ServiceStarted,
+    /// The host service stopped.
+    ServiceStopped,
+    /// A VM was created.
+    VmCreated,
+    /// A VM's settings changed.
+    VmChanged,
+    /// A VM was deleted.
+    VmDeleted,
+    /// A VM is starting.
+    VmStarting,
+    /// A VM runs.
+    VmStarted,
+    /// A VM could not start.
+    VmStartFailed,
+    /// A VM was paused.
+    VmPaused,
+    /// A VM was resumed.
+    VmResumed,
+    /// A VM was reset.
+    VmReset,
+    /// A shut-down was requested (ACPI power button).
+    VmShutdownRequested,
+    /// The guest powered off.
+    VmPoweredOff,
+    /// The guest ignored the shut-down: it was turned off after the timeout.
+    VmShutdownTimedOut,
+    /// A VM was turned off.
+    VmTurnedOff,
+    /// A VM's state was saved.
+    VmSaved,
+    /// Saving a VM's state failed; it keeps running.
+    VmSaveFailed,
+    /// A VM was restored from its saved state.
+    VmRestored,
+    /// QEMU or the worker died unexpectedly.
+    VmCrashed,
+    /// A restarted service found a VM running and reattached to it.
+    VmReattached,
+    /// A restarted service found a VM's recorded state stale and corrected it.
+    VmReconciled,
+    /// An automatic start or stop action was taken.
+    VmAutomaticAction,
+}
+
+impl Code {
+    /// (code, name, level).
+    pub fn describe(self) -> (u32, &'static str, &'static str) {
+        match self {
+            Self::ServiceStarted => (100, "service-started", "info"),
+            Self::ServiceStopped => (101, "service-stopped", "info"),
+            Self::VmCreated => (200, "vm-created", "info"),
+            Self::VmChanged => (201, "vm-changed", "info"),
+            Self::VmDeleted => (202, "vm-deleted", "info"),
+            Self::VmStarting => (300, "vm-starting", "info"),
+            Self::VmStarted => (301, "vm-started", "info"),
+            Self::VmStartFailed => (302, "vm-start-failed", "error"),
+            Self::VmPaused => (310, "vm-paused", "info"),
+            Self::VmResumed => (311, "vm-resumed", "info"),
+            Self::VmReset => (312, "vm-reset", "info"),
+            Self::VmShutdownRequested => (320, "vm-shutdown-requested", "info"),
+            Self::VmPoweredOff => (321, "vm-powered-off", "info"),
+            Self::VmShutdownTimedOut => (322, "vm-shutdown-timed-out", "warning"),
+            Self::VmTurnedOff => (323, "vm-turned-off", "info"),
+            Self::VmSaved => (330, "vm-saved", "info"),
+            Self::VmSaveFailed => (331, "vm-save-failed", "error"),
+            Self::VmRestored => (332, "vm-restored", "info"),
+            Self::VmCrashed => (340, "vm-crashed", "error"),
+            Self::VmReattached => (350, "vm-reattached", "info"),
+            Self::VmReconciled => (351, "vm-reconciled", "warning"),
+            Self::VmAutomaticAction => (360, "vm-automatic-action", "info"),
+        }
+    }
+}
+
+/// The current time in RFC 3339 (UTC, milliseconds).
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Appends and reads the event log.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    path: PathBuf,
+}
+
+impl EventLog {
+    /// The log at `path`.
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Appends an event. A failure to log is reported on stderr, never fatal.
+    pub fn log(&self, code: Code, vm: Option<&str>, user: &str, message: &str) {
+        let (code, name, level) = code.describe();
+        let event = Event {
+            time: now(),
+            code,
+            name: name.to_string(),
+            level: level.to_string(),
+            vm: vm.map(str::to_string),
+            user: user.to_string(),
+            message: message.to_string(),
+        };
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        let result = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(&line));
+        if let Err(e) = result {
+            eprintln!("strata: {}: cannot log an event: {e}", self.path.display());
+        }
+    }
+
+    /// The events, oldest first, optionally of one VM and at or after `since` (RFC 3339).
+    /// Lines that are not events (a torn last line after a crash) are skipped.
+    pub fn read(&self, vm: Option<&str>, since: Option<SystemTime>) -> Vec<Event> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+            .filter(|e| vm.is_none_or(|v| e.vm.as_deref() == Some(v)))
+            .filter(|e| {
+                since.is_none_or(|s| {
+                    humantime::parse_rfc3339_weak(&e.time).is_ok_and(|t| t >= s)
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,249 @@
+//! The REST API (axum) on a Unix socket and optionally TCP. Handlers only translate: each request
+//! becomes a [`Command`] or a query on the [`Service`], run on a blocking thread; each
+//! [`HostError`] becomes a status code and an [`ApiError`] body. The caller is known from the Unix
+//! socket's peer credentials (the user name of its uid); over TCP, from its address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use strata_api::{ApiError, CreateVm, DeleteQuery, EventQuery, SetVm, ShutdownRequest};
+
+use crate::error::HostError;
+use crate::service::{Command, Reply, Service};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Peer(String);
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Self(match stream.io().peer_cred() {
+            Ok(c) => user_name(c.uid()),
+            Err(_) => "unknown".to_string(),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        let addr: &SocketAddr = stream.remote_addr();
+        Self(format!("tcp:{addr}"))
+    }
+}
+
+/// The user name of `uid` from /etc/passwd, or `uid:N`.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+struct Failure(StatusCode, String, &'static str);
+
+impl From<HostError> for Failure {
+    fn from(e: HostError) -> Self {
+        let status = match e {
+            HostError::NotFound(_) => StatusCode::NOT_FOUND,
+            HostError::Conflict(_) => StatusCode::CONFLICT,
+            HostError::Invalid(_) => StatusCode::BAD_REQUEST,
+            HostError::Corrupt(_) | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string(), e.kind())
+    }
+}
+
+impl From<JsonRejection> for Failure {
+    fn from(r: JsonRejection) -> Self {
+        Self(StatusCode::BAD_REQUEST, format!("invalid request body: {}", r.body_text()), "invalid")
+    }
+}
+
+impl From<QueryRejection> for Failure {
+    fn from(r: QueryRejection) -> Self {
+        Self(StatusCode::BAD_REQUEST, format!("invalid query: {}", r.body_text()), "invalid")
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = ApiError { error: self.1, kind: self.2.to_string() };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+type Svc = State<Arc<Service>>;
+
+/// Runs `f` on a blocking thread (the service does blocking I/O and waits on workers).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, HostError> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Failure::from),
+        Err(e) => Err(HostError::Internal(format!("internal error: {e}")).into()),
+    }
+}
+
+async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> {
+    let created = matches!(cmd, Command::Create(_));
+    let reply = blocking(move || svc.execute(cmd, &user)).await?;
+    Ok(match reply {
+        Reply::Vm(vm) if created => (StatusCode::CREATED, Json(vm)).into_response(),
+        Reply::Vm(vm) => Json(vm).into_response(),
+        Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
+        Reply::Stopped(report) => Json(report).into_response(),
+    })
+}
+
+async fn host(State(s): Svc) -> Response {
+    Json(s.host_info()).into_response()
+}
+
+async fn stop_vms(State(s): Svc, ConnectInfo(p): ConnectInfo<Peer>) -> Result<Response> {
+    run(s, Command::StopVms, p.0).await
+}
+
+async fn list(State(s): Svc) -> Result<Response> {
+    Ok(Json(blocking(move || Ok(s.list())).await?).into_response())
+}
+
+async fn create(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    body: std::result::Result<Json<CreateVm>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::Create(body?.0), p.0).await
+}
+
+async fn show(State(s): Svc, Path(name): Path<String>) -> Result<Response> {
+    Ok(Json(blocking(move || s.show(&name)).await?).into_response())
+}
+
+async fn set(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<SetVm>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::Set(name, body?.0), p.0).await
+}
+
+async fn delete(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    q: std::result::Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Response> {
+    let delete_disks = q?.0.delete_disks;
+    run(s, Command::Delete { name, delete_disks }, p.0).await
+}
+
+async fn action(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let cmd = match action.as_str() {
+        "start" => Command::Start(name),
+        "shutdown" => {
+            let req: ShutdownRequest = if body.is_empty() {
+                ShutdownRequest::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| {
+                    Failure(StatusCode::BAD_REQUEST, format!("invalid request body: {e}"), "invalid")
+                })?
+            };
+            if req.timeout_secs.is_some_and(|t| t > crate::service::MAX_SECS) {
+                return Err(HostError::Invalid(format!("timeout_secs is at most {}", crate::service::MAX_SECS)).into());
+            }
+            Command::Shutdown(name, req.timeout_secs)
+        }
+        "stop" => Command::TurnOff(name),
+        "reset" => Command::Reset(name),
+        "pause" => Command::Pause(name),
+        "resume" => Command::Resume(name),
+        "save" => Command::Save(name),
+        "discard-saved" => Command::DiscardSaved(name),
+        other => {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("unknown action '{other}': start, shutdown, stop, reset, pause, resume, save or discard-saved"),
+                "not-found",
+            ))
+        }
+    };
+    run(s, cmd, p.0).await
+}
+
+async fn console(State(s): Svc, Path(name): Path<String>) -> Result<Response> {
+    let text = blocking(move || s.console_log(&name)).await?;
+    Ok(([("content-type", "text/plain; charset=utf-8")], text).into_response())
+}
+
+async fn events(State(s): Svc, q: std::result::Result<Query<EventQuery>, QueryRejection>) -> Result<Response> {
+    let q = q?.0;
+    let list = blocking(move || s.event_log(q.vm.as_deref(), q.since.as_deref())).await?;
+    Ok(Json(list).into_response())
+}
+
+async fn fallback() -> Failure {
+    Failure(StatusCode::NOT_FOUND, "no such API route: see docs/openapi.json".to_string(), "not-found")
+}
+
+/// The API's router. Its routes are exactly [`strata_api::ROUTES`] (a test checks both against
+/// `docs/openapi.json`).
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/v1/host", get(host))
+        .route("/v1/host/stop-vms", post(stop_vms))
+        .route("/v1/vms", get(list).post(create))
+        .route("/v1/vms/{name}", get(show).patch(set).delete(delete))
+        .route("/v1/vms/{name}/{action}", post(action))
+        .route("/v1/vms/{name}/console", get(console))
+        .route("/v1/events", get(events))
+        .fallback(fallback)
+        .with_state(service)
+}
+
+/// Serves the API on `unix` (and `tcp`) until SIGTERM or SIGINT. Running VMs are left running.
+pub async fn serve(
+    service: Arc<Service>,
+    unix: tokio::net::UnixListener,
+    tcp: Option<tokio::net::TcpListener>,
+) -> std::io::Result<()> {
+    let app = router(service);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+    };
+    let unix_server = axum::serve(unix, app.clone().into_make_service_with_connect_info::<Peer>());
+    match tcp {
+        None => unix_server.with_graceful_shutdown(shutdown).await,
+        Some(tcp) => {
+            let tcp_server = axum::serve(tcp, app.into_make_service_with_connect_info::<Peer>());
+            tokio::select! {
+                r = unix_server.with_graceful_shutdown(shutdown) => r,
+                r = tcp_server => r,
+            }
+        }
+    }
+}

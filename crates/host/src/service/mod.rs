@@ -1,0 +1,342 @@
+//! The host service's core: every management request arrives as a [`Command`] (from the REST API,
+//! the automatic start and stop actions, …) and is carried out by [`Service::execute`] under the
+//! VM's lock. Reads reconcile each VM's recorded status with what really runs, so no VM stays in a
+//! transitional state after its worker died.
+
+mod lifecycle;
+mod validate;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use strata_api::{
+    Accelerator, CreateVm, DiskInfo, Event, HostInfo, NicInfo, SetVm, StopVmsReport, VmDetails,
+    VmState, VmSummary,
+};
+
+use crate::error::HostError;
+use crate::events::{Code, EventLog};
+use crate::status::{self, Status};
+use crate::store::{Home, VmConfig, SCHEMA};
+
+pub use validate::{MAX_SECS, MEMORY_MIB};
+
+/// A management request, whoever sent it.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Define a new VM.
+    Create(CreateVm),
+    /// Change a VM's settings.
+    Set(String, SetVm),
+    /// Delete a VM (and its disk files if asked).
+    Delete {
+        /// The VM.
+        name: String,
+        /// Also delete the disk files.
+        delete_disks: bool,
+    },
+    /// Start (or restore a saved VM).
+    Start(String),
+    /// ACPI shut-down, turned off after the timeout.
+    Shutdown(String, Option<u32>),
+    /// Turn off.
+    TurnOff(String),
+    /// Reset.
+    Reset(String),
+    /// Pause.
+    Pause(String),
+    /// Resume.
+    Resume(String),
+    /// Save the state.
+    Save(String),
+    /// Drop a saved state (the VM becomes off).
+    DiscardSaved(String),
+    /// The host is shutting down: apply each running VM's automatic stop action.
+    StopVms,
+}
+
+/// What a command produced.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The VM after the command.
+    Vm(Box<VmDetails>),
+    /// The VM was deleted.
+    Deleted,
+    /// `StopVms`' report.
+    Stopped(StopVmsReport),
+}
+
+/// The host service.
+pub struct Service {
+    home: Home,
+    events: EventLog,
+    kvm: Result<(), String>,
+    qemu: String,
+    worker: Vec<OsString>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    define: Mutex<()>,
+}
+
+impl Service {
+    /// The service for the data folder `home`; `worker` is the command that runs a worker
+    /// (`strata worker`), to which `--home`, `--vm`, `--accel` and `--restore` are added.
+    pub fn new(home: &Path, worker: Vec<OsString>) -> Result<Self, HostError> {
+        let home = Home::new(home)?;
+        let events = EventLog::new(&home.events());
+        let qemu = crate::qemu::version().map_err(HostError::Internal)?;
+        let kvm = match std::env::var("STRATA_ACCEL").as_deref() {
+            Ok("tcg") => Err("STRATA_ACCEL=tcg".to_string()),
+            _ => crate::qemu::probe_kvm(&home.root().join("run")),
+        };
+        Ok(Self {
+            home,
+            events,
+            kvm,
+            qemu,
+            worker,
+            locks: Mutex::default(),
+            define: Mutex::default(),
+        })
+    }
+
+    /// The data folder's layout.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    fn lock(&self, name: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Carries out `cmd` on behalf of `user`.
+    pub fn execute(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
+        let vm = |name: &str| self.show(name).map(|d| Reply::Vm(Box::new(d)));
+        match cmd {
+            Command::Create(spec) => self.create(spec, user).and_then(|n| vm(&n)),
+            Command::Set(name, set) => self.set(&name, set, user).and_then(|()| vm(&name)),
+            Command::Delete { name, delete_disks } => {
+                self.delete(&name, delete_disks, user).map(|()| Reply::Deleted)
+            }
+            Command::Start(name) => self.start(&name, user).and_then(|()| vm(&name)),
+            Command::Shutdown(name, t) => self.control(&name, "shutdown", t, user).and_then(|()| vm(&name)),
+            Command::TurnOff(name) => self.control(&name, "stop", None, user).and_then(|()| vm(&name)),
+            Command::Reset(name) => self.control(&name, "reset", None, user).and_then(|()| vm(&name)),
+            Command::Pause(name) => self.control(&name, "pause", None, user).and_then(|()| vm(&name)),
+            Command::Resume(name) => self.control(&name, "resume", None, user).and_then(|()| vm(&name)),
+            Command::Save(name) => self.control(&name, "save", None, user).and_then(|()| vm(&name)),
+            Command::DiscardSaved(name) => self.discard_saved(&name, user).and_then(|()| vm(&name)),
+            Command::StopVms => Ok(Reply::Stopped(self.stop_vms(user))),
+        }
+    }
+
+    /// The VM's configuration and reconciled status.
+    fn current(&self, name: &str) -> Result<(VmConfig, Status), HostError> {
+        validate::name(name).map_err(|_| HostError::NotFound(format!("no VM named '{name}'")))?;
+        let config = self.home.load(name)?;
+        let dir = self.home.vm_dir(name);
+        let mut st = status::read(&dir)?;
+        if st.state.is_active() && !status::alive(st.worker) {
+            st = self.reconcile(name, st)?;
+        }
+        Ok((config, st))
+    }
+
+    /// A VM is recorded as active but its worker is gone: end any orphaned QEMU and record what
+    /// is true now (saved when a complete saved state exists, crashed otherwise).
+    fn reconcile(&self, name: &str, mut st: Status) -> Result<Status, HostError> {
+        let dir = self.home.vm_dir(name);
+        if status::alive(st.qemu) {
+            if let Some(pid) = st.qemu.and_then(|(p, _)| rustix::process::Pid::from_raw(i32::try_from(p).ok()?)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let (image, meta) = crate::worker::saved_files(&dir);
+        let was = st.state;
+        let worker = st.worker.map_or(0, |w| w.0);
+        if image.exists() && meta.exists() && was == VmState::Saving {
+            st.state = VmState::Saved;
+        } else {
+            st.state = VmState::Crashed;
+            st.last_error = Some(format!(
+                "its worker (pid {worker}) ended while the VM was {}",
+                was.as_str()
+            ));
+        }
+        st.worker = None;
+        st.qemu = None;
+        status::write(&dir, &st)?;
+        self.events.log(
+            Code::VmReconciled,
+            Some(name),
+            "system",
+            &format!(
+                "recorded as {} but its worker (pid {worker}) is gone: now {}",
+                was.as_str(),
+                st.state.as_str()
+            ),
+        );
+        Ok(st)
+    }
+
+    /// Reconciles every VM and logs the ones found running (at service start).
+    pub fn reconcile_all(&self) {
+        for name in self.home.names() {
+            let lock = self.lock(&name);
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            match self.current(&name) {
+                Ok((_, st)) if st.state.is_active() => self.events.log(
+                    Code::VmReattached,
+                    Some(&name),
+                    "system",
+                    &format!("found {} (worker pid {})", st.state.as_str(), st.worker.map_or(0, |w| w.0)),
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("strata serve: VM '{name}': {e}"),
+            }
+        }
+    }
+
+    /// All VMs.
+    pub fn list(&self) -> Vec<VmSummary> {
+        self.home
+            .names()
+            .iter()
+            .filter_map(|n| self.show(n).ok())
+            .map(|d| VmSummary {
+                name: d.name,
+                state: d.state,
+                memory_mib: d.memory_mib,
+                cpus: d.cpus,
+            })
+            .collect()
+    }
+
+    /// One VM.
+    pub fn show(&self, name: &str) -> Result<VmDetails, HostError> {
+        let (c, st) = self.current(name)?;
+        let vm = c.vm;
+        let active = st.state.is_active();
+        let sockets = crate::qemu::Sockets::new(&self.home.run_dir(&c.id));
+        Ok(VmDetails {
+            name: vm.name,
+            state: st.state,
+            memory_mib: vm.memory_mib,
+            cpus: vm.cpus,
+            id: c.id,
+            notes: vm.notes,
+            boot_order: vm.boot_order,
+            disks: vm.disks.iter().map(|d| DiskInfo { path: d.path.clone(), bus: d.bus }).collect(),
+            cdrom: vm.cdrom,
+            nics: vm
+                .nics
+                .iter()
+                .map(|n| NicInfo { model: n.model, mac: n.mac.clone().unwrap_or_default() })
+                .collect(),
+            console_socket: (active && vm.com_ports.iter().all(|p| p.port != 1))
+                .then(|| sockets.console.display().to_string()),
+            com_ports: vm.com_ports,
+            kernel: vm.kernel,
+            accelerator: st.accelerator.filter(|_| active).unwrap_or(vm.accelerator),
+            accelerator_setting: vm.accelerator,
+            start_action: vm.start_action,
+            start_delay_secs: vm.start_delay_secs,
+            stop_action: vm.stop_action,
+            shutdown_timeout_secs: vm.shutdown_timeout_secs,
+            pid: st.worker.filter(|_| active).map(|w| w.0),
+            qemu_pid: st.qemu.filter(|_| active).map(|q| q.0),
+            folder: self.home.vm_dir(name).display().to_string(),
+            started_at: st.started_at.filter(|_| active),
+            last_error: st.last_error,
+        })
+    }
+
+    /// What the host offers.
+    pub fn host_info(&self) -> HostInfo {
+        HostInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            home: self.home.root().display().to_string(),
+            accelerator: if self.kvm.is_ok() { Accelerator::Kvm } else { Accelerator::Tcg },
+            kvm_problem: self.kvm.clone().err(),
+            qemu: self.qemu.clone(),
+            vms: self.home.names().len(),
+        }
+    }
+
+    /// The event log, filtered.
+    pub fn event_log(&self, vm: Option<&str>, since: Option<&str>) -> Result<Vec<Event>, HostError> {
+        let since = since
+            .map(|s| {
+                humantime::parse_rfc3339_weak(s).map_err(|e| {
+                    HostError::Invalid(format!("since '{s}': not a time such as 2026-11-22T10:00:00Z ({e})"))
+                })
+            })
+            .transpose()?;
+        Ok(self.events.read(vm, since))
+    }
+
+    /// What the VM's console has shown (the last 1 MiB at most).
+    pub fn console_log(&self, name: &str) -> Result<String, HostError> {
+        let (c, _) = self.current(name)?;
+        if c.vm.com_ports.iter().any(|p| p.port == 1) {
+            return Err(HostError::Conflict(format!(
+                "VM '{name}': COM1 is connected to '{}', not recorded as the console",
+                c.vm.com_ports.iter().find(|p| p.port == 1).map(|p| p.path.as_str()).unwrap_or_default()
+            )));
+        }
+        let path = self.home.vm_dir(name).join("console.log");
+        let data = std::fs::read(&path).unwrap_or_default();
+        let start = data.len().saturating_sub(1 << 20);
+        Ok(String::from_utf8_lossy(&data[start..]).into_owned())
+    }
+
+    fn create(&self, mut spec: CreateVm, user: &str) -> Result<String, HostError> {
+        let _g = self.define.lock().unwrap_or_else(|p| p.into_inner());
+        validate::name(&spec.name)?;
+        if self.home.vm_dir(&spec.name).join("vm.toml").exists() {
+            return Err(HostError::Conflict(format!("a VM named '{}' already exists", spec.name)));
+        }
+        let others = self.others(&spec.name);
+        let mut taken: HashSet<String> = others
+            .iter()
+            .flat_map(|o| o.vm.nics.iter().filter_map(|n| n.mac.clone()))
+            .collect();
+        for n in &mut spec.nics {
+            match &n.mac {
+                Some(m) => n.mac = Some(validate::mac(m)?),
+                None => {
+                    let m = validate::new_mac(&taken);
+                    taken.insert(m.clone());
+                    n.mac = Some(m);
+                }
+            }
+        }
+        validate::config(&spec, &others)?;
+        let config = VmConfig { schema: SCHEMA, id: uuid::Uuid::new_v4().simple().to_string(), vm: spec };
+        self.home.save(&config)?;
+        status::write(&self.home.vm_dir(&config.vm.name), &Status::off())?;
+        self.events.log(
+            Code::VmCreated,
+            Some(&config.vm.name),
+            user,
+            &format!("created ({} MiB, {} CPU, {} disk(s))", config.vm.memory_mib, config.vm.cpus, config.vm.disks.len()),
+        );
+        Ok(config.vm.name)
+    }
+
+    /// Every other VM's configuration.
+    fn others(&self, name: &str) -> Vec<VmConfig> {
+        self.home.names().iter().filter(|n| *n != name).filter_map(|n| self.home.load(n).ok()).collect()
+    }
+}

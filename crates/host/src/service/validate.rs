@@ -1,0 +1,165 @@
+//! Checks a VM's configuration before it is written: names, sizes, limits, files, MAC addresses.
+//! Each error names the setting and the value.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use strata_api::{CreateVm, DiskBus};
+use strata_vhd::{Disk, OpenOptions};
+
+use crate::error::HostError;
+use crate::qemu::{MAX_IDE, MAX_NICS, MAX_VIRTIO};
+use crate::store::VmConfig;
+
+/// Memory limits in MiB.
+pub const MEMORY_MIB: (u32, u32) = (16, 1 << 20);
+/// vCPU limits.
+pub const CPUS: (u32, u32) = (1, 64);
+/// Longest automatic start delay and shut-down timeout, in seconds.
+pub const MAX_SECS: u32 = 3600;
+
+fn invalid(msg: String) -> HostError {
+    HostError::Invalid(msg)
+}
+
+/// Whether `name` is a valid VM name.
+pub fn name(name: &str) -> Result<(), HostError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid VM name '{name}': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        )))
+    }
+}
+
+fn absolute_file(what: &str, path: &str) -> Result<(), HostError> {
+    if !Path::new(path).is_absolute() {
+        return Err(invalid(format!("{what} '{path}': the path must be absolute")));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(invalid(format!("{what} '{path}': not a regular file"))),
+        Err(e) => Err(invalid(format!("{what} '{path}': {e}"))),
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), lowercased.
+pub fn mac(text: &str) -> Result<String, HostError> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    let bytes: Option<Vec<u8>> = (parts.len() == 6)
+        .then(|| parts.iter().map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok()).flatten()).collect())
+        .flatten();
+    match bytes {
+        Some(b) if b[0] & 1 == 0 => Ok(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")),
+        Some(_) => Err(invalid(format!("MAC address '{text}' is a multicast address: the first byte must be even"))),
+        None => Err(invalid(format!("invalid MAC address '{text}': expected six hex bytes such as 02:53:54:12:34:56"))),
+    }
+}
+
+/// Checks `vm` against the limits and the files on the host, and against `others` (the host's
+/// other VMs) for disks and MAC addresses used twice. MACs must already be assigned.
+pub fn config(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
+    name(&vm.name)?;
+    if !(MEMORY_MIB.0..=MEMORY_MIB.1).contains(&vm.memory_mib) {
+        return Err(invalid(format!(
+            "memory {} MiB is out of range: {} MiB to {} MiB",
+            vm.memory_mib, MEMORY_MIB.0, MEMORY_MIB.1
+        )));
+    }
+    if !(CPUS.0..=CPUS.1).contains(&vm.cpus) {
+        return Err(invalid(format!("{} virtual processors: choose {} to {}", vm.cpus, CPUS.0, CPUS.1)));
+    }
+    if vm.shutdown_timeout_secs > MAX_SECS || vm.start_delay_secs > MAX_SECS {
+        return Err(invalid(format!("timeouts and delays are at most {MAX_SECS} seconds")));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = vm.boot_order.iter().find(|b| !seen.insert(**b)) {
+        return Err(invalid(format!("boot order lists {dup:?} twice")));
+    }
+    disks(vm, others)?;
+    if let Some(iso) = &vm.cdrom {
+        absolute_file("CD/DVD image", iso)?;
+    }
+    if let Some(k) = &vm.kernel {
+        absolute_file("kernel", &k.kernel)?;
+        if let Some(i) = &k.initrd {
+            absolute_file("initrd", i)?;
+        }
+    }
+    let mut ports = HashSet::new();
+    for c in &vm.com_ports {
+        if !(1..=2).contains(&c.port) || !ports.insert(c.port) {
+            return Err(invalid(format!("COM{}: there are two COM ports, COM1 and COM2, each once", c.port)));
+        }
+        let p = Path::new(&c.path);
+        if !p.is_absolute() || !p.parent().is_some_and(Path::is_dir) {
+            return Err(invalid(format!("COM{} '{}': the path must be absolute, in an existing folder", c.port, c.path)));
+        }
+    }
+    nics(vm, others)
+}
+
+fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
+    let ide = vm.disks.iter().filter(|d| d.bus == DiskBus::Ide).count() + usize::from(vm.cdrom.is_some());
+    if ide > MAX_IDE {
+        return Err(invalid(format!(
+            "{ide} IDE devices (disks and the CD/DVD drive): the IDE controller has {MAX_IDE} places; put disks on virtio"
+        )));
+    }
+    let virtio = vm.disks.len() - vm.disks.iter().filter(|d| d.bus == DiskBus::Ide).count();
+    if virtio > MAX_VIRTIO {
+        return Err(invalid(format!("{virtio} virtio disks: at most {MAX_VIRTIO}")));
+    }
+    let mut mine = HashSet::new();
+    for d in &vm.disks {
+        absolute_file("disk", &d.path)?;
+        let canon = std::fs::canonicalize(&d.path).map_err(|e| invalid(format!("disk '{}': {e}", d.path)))?;
+        if !mine.insert(canon.clone()) {
+            return Err(invalid(format!("disk '{}' is attached twice", d.path)));
+        }
+        for o in others {
+            if o.vm.disks.iter().any(|x| std::fs::canonicalize(&x.path).is_ok_and(|c| c == canon)) {
+                return Err(invalid(format!("disk '{}' is already attached to VM '{}'", d.path, o.vm.name)));
+            }
+        }
+        // The disk and its whole chain must open as VHD; no lock is taken (it may be in use by
+        // `strata disk` now, which only matters at start).
+        let opts = OpenOptions { lock: false, ..OpenOptions::read() };
+        Disk::open(&d.path, opts).map_err(|e| invalid(format!("disk '{}': {e}", d.path)))?;
+    }
+    Ok(())
+}
+
+fn nics(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
+    if vm.nics.len() > MAX_NICS {
+        return Err(invalid(format!("{} network adapters: at most {MAX_NICS}", vm.nics.len())));
+    }
+    let mut macs = HashSet::new();
+    for n in &vm.nics {
+        let m = mac(n.mac.as_deref().unwrap_or_default())?;
+        if !macs.insert(m.clone()) {
+            return Err(invalid(format!("MAC address {m} is used twice in this VM")));
+        }
+        if let Some(o) = others.iter().find(|o| o.vm.nics.iter().any(|x| x.mac.as_deref() == Some(m.as_str()))) {
+            return Err(invalid(format!("MAC address {m} is already used by VM '{}'", o.vm.name)));
+        }
+    }
+    Ok(())
+}
+
+/// A MAC address not used on this host: `02:53:54` (locally administered, "ST") and three random
+/// bytes.
+pub fn new_mac(taken: &HashSet<String>) -> String {
+    loop {
+        let r = uuid::Uuid::new_v4();
+        let b = r.as_bytes();
+        let m = format!("02:53:54:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2]);
+        if !taken.contains(&m) {
+            return m;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! A VM's run status, `status.json` in its folder: written by its worker while one is alive and by
+//! the service otherwise, always atomically. With the worker's pid and start time it lets a
+//! restarted service tell a running VM from a stale record.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_api::{Accelerator, VmState};
+
+use crate::error::HostError;
+use crate::store::write_atomic;
+
+/// What `status.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The state.
+    pub state: VmState,
+    /// The worker's pid and start time (clock ticks since boot), while active.
+    #[serde(default)]
+    pub worker: Option<(u32, u64)>,
+    /// QEMU's pid and start time, once started.
+    #[serde(default)]
+    pub qemu: Option<(u32, u64)>,
+    /// `kvm` or `tcg` while active.
+    #[serde(default)]
+    pub accelerator: Option<Accelerator>,
+    /// When the VM last started.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// Why the VM last stopped abnormally.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Whether `stop-vms` stopped it (for the `if-running` start action).
+    #[serde(default)]
+    pub stopped_by_host: bool,
+}
+
+impl Status {
+    /// A VM that is off.
+    pub fn off() -> Self {
+        Self {
+            state: VmState::Off,
+            worker: None,
+            qemu: None,
+            accelerator: None,
+            started_at: None,
+            last_error: None,
+            stopped_by_host: false,
+        }
+    }
+}
+
+/// The status file in `vm_dir`.
+pub fn path(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("status.json")
+}
+
+/// Reads the status; a missing file means off.
+pub fn read(vm_dir: &Path) -> Result<Status, HostError> {
+    let p = path(vm_dir);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            HostError::Corrupt(format!("{}: not a valid status file: {e}", p.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Status::off()),
+        Err(e) => Err(HostError::io(&p, "read", e)),
+    }
+}
+
+/// Writes the status atomically.
+pub fn write(vm_dir: &Path, status: &Status) -> Result<(), HostError> {
+    let data = serde_json::to_vec_pretty(status).unwrap_or_default();
+    write_atomic(&path(vm_dir), &data)
+}
+
+/// A process's start time (field 22 of /proc/PID/stat), or None if it is gone or a zombie.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether the process recorded as (pid, start time) is still the same live process.
+pub fn alive(process: Option<(u32, u64)>) -> bool {
+    process.is_some_and(|(pid, start)| start_time(pid) == Some(start))
+}
+
+/// This process as (pid, start time).
+pub fn me() -> (u32, u64) {
+    let pid = std::process::id();
+    (pid, start_time(pid).unwrap_or(0))
+}
