@@ -134,7 +134,9 @@ impl Home {
 /// Writes `path` through a temporary file in the same folder, fsynced, then renamed over it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;

@@ -191,7 +191,7 @@ fn end_qemu(shared: &Shared) -> Result<VmState, String> {
 fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, String> {
     shared.set_state(VmState::Saving);
     let (image, meta) = saved_files(&shared.dir);
-    let tmp = image.with_extension("tmp");
+    let tmp = shared.dir.join("saved.state.partial");
     let result = (|| {
         if before == VmState::Running {
             shared.qmp.stop()?;

@@ -139,9 +139,10 @@ fn shut_down_a_guest_that_honours_acpi_and_one_that_ignores_it() {
         &["button", "evdev"],
         r#"
 mkdir -p /etc/acpi/PWRF
-printf '#!/bin/sh\necho "guest: power button"\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+printf '#!/bin/sh\necho "guest: power button" > /dev/console\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
-acpid -c /etc/acpi
+acpid -d -c /etc/acpi 2>/dev/null &
+sleep 1
 echo "guest: acpid ready"
 while true; do sleep 1; done
 "#,
@@ -155,7 +156,7 @@ while true; do sleep 1; done
     h.wait_console("deaf", "guest: ignoring", T);
 
     assert_eq!(h.json(&["vm", "shutdown", "polite", "--timeout", "120", "--json"])["state"], "off");
-    assert!(h.console("polite").contains("guest: power button"));
+    assert!(h.console("polite").contains("guest: power button"), "{}", h.console("polite"));
     let ev = h.events("polite");
     assert!(ev.iter().any(|e| e["name"] == "vm-shutdown-requested"));
     assert!(ev.iter().any(|e| e["name"] == "vm-powered-off" && e["message"] == "the guest shut down"), "{ev:?}");
