@@ -23,13 +23,21 @@ pub struct Client {
 impl Client {
     /// The service's socket: `$STRATA_SOCKET`, else `api.sock` in the data folder.
     pub fn new() -> Self {
-        let socket = std::env::var_os("STRATA_SOCKET").map_or_else(|| home().join("api.sock"), PathBuf::from);
+        let socket = std::env::var_os("STRATA_SOCKET")
+            .map_or_else(|| home().join("api.sock"), PathBuf::from);
         Self { socket }
     }
 
     /// Sends a request; returns the status and body.
-    pub fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(u16, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let stream = tokio::net::UnixStream::connect(&self.socket).await.with_context(|| {
                 format!(
@@ -54,14 +62,25 @@ impl Client {
     }
 
     /// Sends a request and decodes a successful JSON reply; an error reply becomes an error.
-    pub fn json<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<T> {
+    pub fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T> {
         let (status, bytes) = self.call(method, path, body)?;
         check(status, &bytes)?;
-        serde_json::from_slice(&bytes).with_context(|| format!("the service sent an unexpected reply to {method} {path}"))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("the service sent an unexpected reply to {method} {path}"))
     }
 
     /// Sends a request whose successful reply is ignored (or is text).
-    pub fn text(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String> {
+    pub fn text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<String> {
         let (status, bytes) = self.call(method, path, body)?;
         check(status, &bytes)?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -74,7 +93,10 @@ fn check(status: u16, bytes: &[u8]) -> Result<()> {
     }
     match serde_json::from_slice::<ApiError>(bytes) {
         Ok(e) => Err(anyhow!("{}", e.error)),
-        Err(_) => Err(anyhow!("the service answered {status}: {}", String::from_utf8_lossy(bytes))),
+        Err(_) => Err(anyhow!(
+            "the service answered {status}: {}",
+            String::from_utf8_lossy(bytes)
+        )),
     }
 }
 
@@ -82,7 +104,9 @@ fn check(status: u16, bytes: &[u8]) -> Result<()> {
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -11,7 +11,8 @@ const DETACH: u8 = 0x1d; // Ctrl-]
 
 /// Relays the terminal and the console until Ctrl-], end of input or the VM stopping.
 pub fn attach(socket: &Path, name: &str) -> Result<()> {
-    let stream = UnixStream::connect(socket).with_context(|| format!("VM '{name}': cannot attach to its console"))?;
+    let stream = UnixStream::connect(socket)
+        .with_context(|| format!("VM '{name}': cannot attach to its console"))?;
     let stdin = std::io::stdin();
     let raw = stdin.is_terminal().then(|| {
         let saved = rustix::termios::tcgetattr(&stdin).ok()?;

@@ -34,7 +34,7 @@ enum Command {
     Disk(disk::DiskCommand),
     /// Virtual machines: create, list, show, set, start, shutdown, stop, save, console …
     #[command(subcommand)]
-    Vm(vm::VmCommand),
+    Vm(Box<vm::VmCommand>),
     /// The host service's event log.
     Events {
         /// Only this VM's events
@@ -80,11 +80,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
-        Command::Vm(cmd) => vm::run(cmd),
+        Command::Vm(cmd) => vm::run(*cmd),
         Command::Events { vm, since, json } => vm::events(vm, since, json),
         Command::Host(cmd) => vm::host(cmd),
         Command::Serve { home, socket, tcp } => serve_host(home, socket, tcp),
-        Command::Worker { home, vm, accel, restore } => worker(home, vm, &accel, restore),
+        Command::Worker {
+            home,
+            vm,
+            accel,
+            restore,
+        } => worker(home, vm, &accel, restore),
     };
     match result {
         Ok(code) => code,
@@ -111,12 +116,24 @@ fn serve_host(
     Ok(ExitCode::SUCCESS)
 }
 
-fn worker(home: std::path::PathBuf, vm: String, accel: &str, restore: bool) -> anyhow::Result<ExitCode> {
+fn worker(
+    home: std::path::PathBuf,
+    vm: String,
+    accel: &str,
+    restore: bool,
+) -> anyhow::Result<ExitCode> {
     let accel = match accel {
         "kvm" => strata_api::Accelerator::Kvm,
         "tcg" => strata_api::Accelerator::Tcg,
         other => anyhow::bail!("unknown accelerator '{other}'"),
     };
-    let args = strata_host::worker::WorkerArgs { home, vm, accel, restore };
-    Ok(ExitCode::from(u8::try_from(strata_host::worker::run(&args)).unwrap_or(1)))
+    let args = strata_host::worker::WorkerArgs {
+        home,
+        vm,
+        accel,
+        restore,
+    };
+    Ok(ExitCode::from(
+        u8::try_from(strata_host::worker::run(&args)).unwrap_or(1),
+    ))
 }

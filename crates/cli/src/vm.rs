@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use strata_api::{ComKind, ComPort, CreateVm, DiskBus, DiskSpec, Event, HostInfo, KernelBoot, NicModel, NicSpec, SetVm, StopVmsReport, VmDetails, VmSummary};
+use strata_api::{
+    ComKind, ComPort, CreateVm, DiskBus, DiskSpec, Event, HostInfo, KernelBoot, NicModel, NicSpec,
+    SetVm, StopVmsReport, VmDetails, VmSummary,
+};
 
 use crate::client::{enc, Client};
 use crate::size::parse_size;
@@ -141,12 +144,17 @@ pub struct Settings {
 /// A path from the caller's working directory, made absolute for the service.
 fn absolute(p: &str) -> Result<String> {
     let path = Path::new(p);
-    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
     Ok(abs.display().to_string())
 }
 
 fn enum_value<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T> {
-    serde_json::from_value(Value::String(v.to_string())).with_context(|| format!("invalid {what} '{v}'"))
+    serde_json::from_value(Value::String(v.to_string()))
+        .with_context(|| format!("invalid {what} '{v}'"))
 }
 
 fn com(port: u8, spec: &str) -> Result<ComPort> {
@@ -155,7 +163,11 @@ fn com(port: u8, spec: &str) -> Result<ComPort> {
         Some(("socket", p)) => (ComKind::Socket, p),
         _ => bail!("COM{port} '{spec}': expected file:PATH or socket:PATH"),
     };
-    Ok(ComPort { port, kind, path: absolute(path)? })
+    Ok(ComPort {
+        port,
+        kind,
+        path: absolute(path)?,
+    })
 }
 
 impl Settings {
@@ -172,7 +184,10 @@ impl Settings {
                             Some((p, "virtio")) => (p, DiskBus::Virtio),
                             _ => (d.as_str(), DiskBus::Virtio),
                         };
-                        Ok(DiskSpec { path: absolute(path)?, bus })
+                        Ok(DiskSpec {
+                            path: absolute(path)?,
+                            bus,
+                        })
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -186,7 +201,10 @@ impl Settings {
                             Some((m, mac)) => (m, Some(mac.to_string())),
                             None => (n.as_str(), None),
                         };
-                        Ok(NicSpec { model: enum_value::<NicModel>("network adapter model", model)?, mac })
+                        Ok(NicSpec {
+                            model: enum_value::<NicModel>("network adapter model", model)?,
+                            mac,
+                        })
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -205,16 +223,42 @@ impl Settings {
             boot_order: self
                 .boot
                 .as_ref()
-                .map(|b| b.iter().map(|x| enum_value("boot device", x)).collect::<Result<Vec<_>>>())
+                .map(|b| {
+                    b.iter()
+                        .map(|x| enum_value("boot device", x))
+                        .collect::<Result<Vec<_>>>()
+                })
                 .transpose()?,
             disks,
-            cdrom: self.cdrom.as_deref().map(|c| if c.is_empty() { Ok(String::new()) } else { absolute(c) }).transpose()?,
+            cdrom: self
+                .cdrom
+                .as_deref()
+                .map(|c| {
+                    if c.is_empty() {
+                        Ok(String::new())
+                    } else {
+                        absolute(c)
+                    }
+                })
+                .transpose()?,
             nics,
             com_ports: (self.com1.is_some() || self.com2.is_some()).then_some(com_ports),
-            accelerator: self.accelerator.as_deref().map(|a| enum_value("accelerator", a)).transpose()?,
-            start_action: self.start_action.as_deref().map(|a| enum_value("start action", a)).transpose()?,
+            accelerator: self
+                .accelerator
+                .as_deref()
+                .map(|a| enum_value("accelerator", a))
+                .transpose()?,
+            start_action: self
+                .start_action
+                .as_deref()
+                .map(|a| enum_value("start action", a))
+                .transpose()?,
             start_delay_secs: self.start_delay,
-            stop_action: self.stop_action.as_deref().map(|a| enum_value("stop action", a)).transpose()?,
+            stop_action: self
+                .stop_action
+                .as_deref()
+                .map(|a| enum_value("stop action", a))
+                .transpose()?,
             shutdown_timeout_secs: self.shutdown_timeout,
         })
     }
@@ -238,7 +282,20 @@ impl Settings {
         macro_rules! take {
             ($($f:ident),*) => { $( if let Some(v) = s.$f { vm.$f = v; } )* };
         }
-        take!(notes, memory_mib, cpus, boot_order, disks, nics, com_ports, accelerator, start_action, start_delay_secs, stop_action, shutdown_timeout_secs);
+        take!(
+            notes,
+            memory_mib,
+            cpus,
+            boot_order,
+            disks,
+            nics,
+            com_ports,
+            accelerator,
+            start_action,
+            start_delay_secs,
+            stop_action,
+            shutdown_timeout_secs
+        );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
         vm.kernel = self.kernel()?;
         Ok(vm)
@@ -276,7 +333,11 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
     let c = Client::new();
     let path = |name: &str| format!("/v1/vms/{}", enc(name));
     match cmd {
-        VmCommand::Create { name, settings, json } => {
+        VmCommand::Create {
+            name,
+            settings,
+            json,
+        } => {
             let body = serde_json::to_value(settings.to_create(&name)?)?;
             let vm: VmDetails = c.json("POST", "/v1/vms", Some(body))?;
             if !json {
@@ -293,7 +354,11 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             }
         }
         VmCommand::Show { name, json } => print_vm(&c.json("GET", &path(&name), None)?, json)?,
-        VmCommand::Set { name, settings, json } => {
+        VmCommand::Set {
+            name,
+            settings,
+            json,
+        } => {
             if settings.kernel.is_some() {
                 bail!("direct kernel boot is set at creation; create the VM again to change it");
             }
@@ -312,16 +377,33 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Save(t) => action(&c, &t, "save", None)?,
         VmCommand::DiscardSaved(t) => action(&c, &t, "discard-saved", None)?,
         VmCommand::Delete { name, delete_disks } => {
-            c.text("DELETE", &format!("{}?delete_disks={delete_disks}", path(&name)), None)?;
-            println!("Deleted VM '{name}'{}.", if delete_disks { " and its disks" } else { " (its disks are kept)" });
+            c.text(
+                "DELETE",
+                &format!("{}?delete_disks={delete_disks}", path(&name)),
+                None,
+            )?;
+            println!(
+                "Deleted VM '{name}'{}.",
+                if delete_disks {
+                    " and its disks"
+                } else {
+                    " (its disks are kept)"
+                }
+            );
         }
         VmCommand::Console { name, log } => {
             if log {
-                print!("{}", c.text("GET", &format!("{}/console", path(&name)), None)?);
+                print!(
+                    "{}",
+                    c.text("GET", &format!("{}/console", path(&name)), None)?
+                );
             } else {
                 let vm: VmDetails = c.json("GET", &path(&name), None)?;
                 let Some(socket) = vm.console_socket else {
-                    bail!("VM '{name}' is {}: its console is available while it runs", vm.state.as_str());
+                    bail!(
+                        "VM '{name}' is {}: its console is available while it runs",
+                        vm.state.as_str()
+                    );
                 };
                 crate::console::attach(Path::new(&socket), &name)?;
             }
@@ -353,7 +435,8 @@ pub fn events(vm: Option<String>, since: Option<String>, json: bool) -> Result<E
         };
         q.push(format!("since={}", enc(&t)));
     }
-    let list: Vec<Event> = Client::new().json("GET", &format!("/v1/events?{}", q.join("&")), None)?;
+    let list: Vec<Event> =
+        Client::new().json("GET", &format!("/v1/events?{}", q.join("&")), None)?;
     if json {
         print_json(&list)?;
     } else {

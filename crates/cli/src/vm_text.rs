@@ -7,9 +7,18 @@ pub fn list(vms: &[VmSummary]) {
         println!("No VMs. Create one with `strata vm create NAME`.");
         return;
     }
-    println!("{:<24} {:<9} {:>8} {:>4}", "NAME", "STATE", "MEMORY", "CPUS");
+    println!(
+        "{:<24} {:<9} {:>8} {:>4}",
+        "NAME", "STATE", "MEMORY", "CPUS"
+    );
     for v in vms {
-        println!("{:<24} {:<9} {:>5}MiB {:>4}", v.name, v.state.as_str(), v.memory_mib, v.cpus);
+        println!(
+            "{:<24} {:<9} {:>5}MiB {:>4}",
+            v.name,
+            v.state.as_str(),
+            v.memory_mib,
+            v.cpus
+        );
     }
 }
 
@@ -24,10 +33,18 @@ pub fn show(v: &VmDetails) {
     let accel = if v.accelerator == v.accelerator_setting {
         v.accelerator.as_str().to_string()
     } else {
-        format!("{} (setting: {})", v.accelerator.as_str(), v.accelerator_setting.as_str())
+        format!(
+            "{} (setting: {})",
+            v.accelerator.as_str(),
+            v.accelerator_setting.as_str()
+        )
     };
     println!("Accelerator:   {accel}");
-    let boot: Vec<String> = v.boot_order.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
+    let boot: Vec<String> = v
+        .boot_order
+        .iter()
+        .map(|b| format!("{b:?}").to_lowercase())
+        .collect();
     println!("Boot order:    {}", boot.join(", "));
     for (i, d) in v.disks.iter().enumerate() {
         println!("Disk {i}:        {} ({:?})", d.path, d.bus);
@@ -49,7 +66,10 @@ pub fn show(v: &VmDetails) {
         v.start_action, v.start_delay_secs, v.stop_action, v.shutdown_timeout_secs
     );
     if let (Some(pid), Some(q)) = (v.pid, v.qemu_pid) {
-        println!("Worker:        pid {pid} (QEMU pid {q}), started {}", v.started_at.as_deref().unwrap_or("?"));
+        println!(
+            "Worker:        pid {pid} (QEMU pid {q}), started {}",
+            v.started_at.as_deref().unwrap_or("?")
+        );
     }
     if !v.notes.is_empty() {
         println!("Notes:         {}", v.notes);

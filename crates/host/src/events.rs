@@ -138,9 +138,7 @@ impl EventLog {
             .filter_map(|l| serde_json::from_str::<Event>(l).ok())
             .filter(|e| vm.is_none_or(|v| e.vm.as_deref() == Some(v)))
             .filter(|e| {
-                since.is_none_or(|s| {
-                    humantime::parse_rfc3339_weak(&e.time).is_ok_and(|t| t >= s)
-                })
+                since.is_none_or(|s| humantime::parse_rfc3339_weak(&e.time).is_ok_and(|t| t >= s))
             })
             .collect()
     }

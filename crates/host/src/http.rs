@@ -69,19 +69,30 @@ impl From<HostError> for Failure {
 
 impl From<JsonRejection> for Failure {
     fn from(r: JsonRejection) -> Self {
-        Self(StatusCode::BAD_REQUEST, format!("invalid request body: {}", r.body_text()), "invalid")
+        Self(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", r.body_text()),
+            "invalid",
+        )
     }
 }
 
 impl From<QueryRejection> for Failure {
     fn from(r: QueryRejection) -> Self {
-        Self(StatusCode::BAD_REQUEST, format!("invalid query: {}", r.body_text()), "invalid")
+        Self(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", r.body_text()),
+            "invalid",
+        )
     }
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let body = ApiError { error: self.1, kind: self.2.to_string() };
+        let body = ApiError {
+            error: self.1,
+            kind: self.2.to_string(),
+        };
         (self.0, Json(body)).into_response()
     }
 }
@@ -196,14 +207,21 @@ async fn console(State(s): Svc, Path(name): Path<String>) -> Result<Response> {
     Ok(([("content-type", "text/plain; charset=utf-8")], text).into_response())
 }
 
-async fn events(State(s): Svc, q: std::result::Result<Query<EventQuery>, QueryRejection>) -> Result<Response> {
+async fn events(
+    State(s): Svc,
+    q: std::result::Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Response> {
     let q = q?.0;
     let list = blocking(move || s.event_log(q.vm.as_deref(), q.since.as_deref())).await?;
     Ok(Json(list).into_response())
 }
 
 async fn fallback() -> Failure {
-    Failure(StatusCode::NOT_FOUND, "no such API route: see docs/openapi.json".to_string(), "not-found")
+    Failure(
+        StatusCode::NOT_FOUND,
+        "no such API route: see docs/openapi.json".to_string(),
+        "not-found",
+    )
 }
 
 /// The API's router. Its routes are exactly [`strata_api::ROUTES`] (a test checks both against
@@ -229,13 +247,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(service);
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
         }
     };
-    let unix_server = axum::serve(unix, app.clone().into_make_service_with_connect_info::<Peer>());
+    let unix_server = axum::serve(
+        unix,
+        app.clone().into_make_service_with_connect_info::<Peer>(),
+    );
     match tcp {
         None => unix_server.with_graceful_shutdown(shutdown).await,
         Some(tcp) => {

@@ -46,7 +46,10 @@ pub struct ServeOptions {
 /// start reattaches to them.
 pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
     let service = Arc::new(Service::new(&opts.home, opts.worker.clone())?);
-    let socket = opts.socket.clone().unwrap_or_else(|| service.home().api_socket());
+    let socket = opts
+        .socket
+        .clone()
+        .unwrap_or_else(|| service.home().api_socket());
     let unix = bind_unix(&socket)?;
     service.reconcile_all();
     let info = service.host_info();
@@ -58,7 +61,10 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
         events::Code::ServiceStarted,
         None,
         "system",
-        &format!("host service started: {} VMs, {accel}, {}", info.vms, info.qemu),
+        &format!(
+            "host service started: {} VMs, {accel}, {}",
+            info.vms, info.qemu
+        ),
     );
     eprintln!(
         "strata serve: listening on {} ({} VMs, {accel}); data in {}",
@@ -78,9 +84,12 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
         http::serve(service.clone(), unix, tcp).await
     });
     let _ = std::fs::remove_file(&socket);
-    service
-        .events()
-        .log(events::Code::ServiceStopped, None, "system", "host service stopped; VMs left running");
+    service.events().log(
+        events::Code::ServiceStopped,
+        None,
+        "system",
+        "host service stopped; VMs left running",
+    );
     result.map_err(|e| HostError::Internal(format!("API: {e}")))
 }
 
@@ -93,5 +102,6 @@ fn bind_unix(socket: &Path) -> Result<std::os::unix::net::UnixListener, HostErro
         )));
     }
     let _ = std::fs::remove_file(socket);
-    std::os::unix::net::UnixListener::bind(socket).map_err(|e| HostError::io(socket, "listen on", e))
+    std::os::unix::net::UnixListener::bind(socket)
+        .map_err(|e| HostError::io(socket, "listen on", e))
 }

@@ -13,7 +13,8 @@ use strata_api::{Accelerator, BootDevice, ComKind, CreateVm, DiskBus, NicModel};
 
 /// The QEMU binary: `$STRATA_QEMU`, else `qemu-system-x86_64` from `PATH`.
 pub fn binary() -> PathBuf {
-    std::env::var_os("STRATA_QEMU").map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from)
+    std::env::var_os("STRATA_QEMU")
+        .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from)
 }
 
 /// QEMU's version line, or why it can't be run.
@@ -21,8 +22,17 @@ pub fn version() -> Result<String, String> {
     let out = Command::new(binary())
         .arg("--version")
         .output()
-        .map_err(|e| format!("{}: cannot run: {e} (install qemu-system-x86)", binary().display()))?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string())
+        .map_err(|e| {
+            format!(
+                "{}: cannot run: {e} (install qemu-system-x86)",
+                binary().display()
+            )
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// The CPU model used with an accelerator (recorded in saved states).
@@ -51,8 +61,21 @@ pub fn probe_kvm(scratch: &Path) -> Result<(), String> {
     std::fs::write(&image, &sector).map_err(|e| format!("{}: {e}", image.display()))?;
     let drive = format!("file={},format=raw,if=ide", image.display());
     let mut child = Command::new(binary())
-        .args(["-accel", "kvm", "-cpu", "qemu64,enforce", "-machine", "pc", "-nodefaults"])
-        .args(["-display", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=1"])
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "qemu64,enforce",
+            "-machine",
+            "pc",
+            "-nodefaults",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=1",
+        ])
         .args(["-drive", &drive])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -130,13 +153,37 @@ fn ide_slot(n: usize) -> (usize, usize) {
 pub fn args(vm: &CreateVm, accel: Accelerator, sockets: &Sockets, incoming: bool) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&["-name", &format!("{},debug-threads=on", vm.name.replace(',', ",,"))]);
-    push(&["-machine", "pc", "-accel", accel.as_str(), "-cpu", cpu_model(accel)]);
-    push(&["-m", &vm.memory_mib.to_string(), "-smp", &vm.cpus.to_string()]);
-    push(&["-nodefaults", "-no-user-config", "-S", "-msg", "timestamp=on"]);
+    push(&[
+        "-name",
+        &format!("{},debug-threads=on", vm.name.replace(',', ",,")),
+    ]);
+    push(&[
+        "-machine",
+        "pc",
+        "-accel",
+        accel.as_str(),
+        "-cpu",
+        cpu_model(accel),
+    ]);
+    push(&[
+        "-m",
+        &vm.memory_mib.to_string(),
+        "-smp",
+        &vm.cpus.to_string(),
+    ]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-S",
+        "-msg",
+        "timestamp=on",
+    ]);
     push(&["-vga", "std", "-display", "none"]);
     push(&["-vnc", &format!("unix:{}", sockets.vnc.display())]);
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", sockets.qmp.display())]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", sockets.qmp.display()),
+    ]);
     let order: String = vm
         .boot_order
         .iter()
@@ -192,7 +239,10 @@ pub fn args(vm: &CreateVm, accel: Accelerator, sockets: &Sockets, incoming: bool
         });
         let (bus, unit) = ide_slot(ide);
         push(&["-blockdev", &blockdev.to_string()]);
-        push(&["-device", &format!("ide-cd,drive=cd0,bus=ide.{bus},unit={unit},id=cd0")]);
+        push(&[
+            "-device",
+            &format!("ide-cd,drive=cd0,bus=ide.{bus},unit={unit},id=cd0"),
+        ]);
     }
     for (i, n) in vm.nics.iter().enumerate() {
         let model = match n.model {
@@ -201,7 +251,10 @@ pub fn args(vm: &CreateVm, accel: Accelerator, sockets: &Sockets, incoming: bool
         };
         let mac = n.mac.as_deref().unwrap_or_default();
         push(&["-netdev", &format!("user,id=net{i},restrict=on")]);
-        push(&["-device", &format!("{model},netdev=net{i},mac={mac},id=nic{i}")]);
+        push(&[
+            "-device",
+            &format!("{model},netdev=net{i},mac={mac},id=nic{i}"),
+        ]);
     }
     if let Some(k) = &vm.kernel {
         push(&["-kernel", &k.kernel]);

@@ -30,14 +30,19 @@ impl Qmp {
                         return Err("QEMU exited before its monitor was ready".to_string());
                     }
                     if start.elapsed() > limit {
-                        return Err(format!("{}: QEMU's monitor did not open: {e}", path.display()));
+                        return Err(format!(
+                            "{}: QEMU's monitor did not open: {e}",
+                            path.display()
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
         };
         let io = |e: std::io::Error| format!("QMP: {e}");
-        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(io)?;
         let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
         // The greeting is read here rather than by `qapi::Qmp::handshake`, which panics when QEMU
         // closes the socket before greeting; nothing else arrives before the reply to
@@ -57,7 +62,9 @@ impl Qmp {
     /// Runs a command and returns its result.
     pub fn execute<C: qapi::Command>(&self, command: &C) -> Result<C::Ok, String> {
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let result = q.execute(command).map_err(|e| format!("QMP {}: {e}", C::NAME));
+        let result = q
+            .execute(command)
+            .map_err(|e| format!("QMP {}: {e}", C::NAME));
         q.events().for_each(drop);
         result
     }

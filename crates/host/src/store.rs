@@ -105,7 +105,10 @@ impl Home {
             Err(e) => return Err(HostError::io(&path, "read", e)),
         };
         let config: VmConfig = toml::from_str(&text).map_err(|e| {
-            HostError::Corrupt(format!("{}: not a valid VM configuration: {e}", path.display()))
+            HostError::Corrupt(format!(
+                "{}: not a valid VM configuration: {e}",
+                path.display()
+            ))
         })?;
         if config.schema != SCHEMA {
             return Err(HostError::Corrupt(format!(

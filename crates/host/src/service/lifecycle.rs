@@ -24,7 +24,10 @@ fn busy(name: &str, state: VmState, what: &str) -> HostError {
         VmState::Starting | VmState::Saving | VmState::Stopping => "wait until it finishes",
         VmState::Off | VmState::Crashed => "start it first",
     };
-    HostError::Conflict(format!("VM '{name}' is {}: cannot {what} ({advice})", state.as_str()))
+    HostError::Conflict(format!(
+        "VM '{name}' is {}: cannot {what} ({advice})",
+        state.as_str()
+    ))
 }
 
 impl Service {
@@ -42,7 +45,10 @@ impl Service {
             ("network adapters", set.nics.is_some()),
             ("COM ports", set.com_ports.is_some()),
             // A saved VM may change accelerator: the saved state's own check decides at start.
-            ("accelerator", set.accelerator.is_some() && st.state != VmState::Saved),
+            (
+                "accelerator",
+                set.accelerator.is_some() && st.state != VmState::Saved,
+            ),
         ];
         if !matches!(st.state, VmState::Off | VmState::Crashed) {
             if let Some((what, _)) = offline.iter().find(|(_, changed)| *changed) {
@@ -76,13 +82,19 @@ impl Service {
         }
         if let Some(mut nics) = set.nics {
             let others = self.others(name);
-            let mut taken: HashSet<String> =
-                others.iter().flat_map(|o| o.vm.nics.iter().filter_map(|n| n.mac.clone())).collect();
+            let mut taken: HashSet<String> = others
+                .iter()
+                .flat_map(|o| o.vm.nics.iter().filter_map(|n| n.mac.clone()))
+                .collect();
             taken.extend(nics.iter().filter_map(|n| n.mac.clone()));
             for (i, n) in nics.iter_mut().enumerate() {
                 if n.mac.is_none() {
                     // An adapter keeps its MAC address for the VM's life.
-                    let old = vm.nics.get(i).and_then(|o| o.mac.clone()).filter(|m| !taken.contains(m));
+                    let old = vm
+                        .nics
+                        .get(i)
+                        .and_then(|o| o.mac.clone())
+                        .filter(|m| !taken.contains(m));
                     let m = old.unwrap_or_else(|| validate::new_mac(&taken));
                     taken.insert(m.clone());
                     n.mac = Some(m);
@@ -93,11 +105,21 @@ impl Service {
         }
         validate::config(vm, &self.others(name))?;
         self.home.save(&c)?;
-        self.events.log(Code::VmChanged, Some(name), user, &format!("changed: {}", changed.join(", ")));
+        self.events.log(
+            Code::VmChanged,
+            Some(name),
+            user,
+            &format!("changed: {}", changed.join(", ")),
+        );
         Ok(())
     }
 
-    pub(super) fn delete(&self, name: &str, delete_disks: bool, user: &str) -> Result<(), HostError> {
+    pub(super) fn delete(
+        &self,
+        name: &str,
+        delete_disks: bool,
+        user: &str,
+    ) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let (c, st) = self.current(name)?;
@@ -120,7 +142,12 @@ impl Service {
         } else {
             format!("{} disk(s) kept", c.vm.disks.len())
         };
-        self.events.log(Code::VmDeleted, Some(name), user, &format!("deleted ({kept})"));
+        self.events.log(
+            Code::VmDeleted,
+            Some(name),
+            user,
+            &format!("deleted ({kept})"),
+        );
         Ok(())
     }
 
@@ -168,12 +195,19 @@ impl Service {
             .open(dir.join("worker.log"))
             .map_err(|e| HostError::io(&dir.join("worker.log"), "open", e))?;
         // Its own process group: the worker outlives a restart of the service.
-        cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
         self.events.log(
             Code::VmStarting,
             Some(name),
             user,
-            &format!("{} ({})", if restore { "restoring" } else { "starting" }, accel.as_str()),
+            &format!(
+                "{} ({})",
+                if restore { "restoring" } else { "starting" },
+                accel.as_str()
+            ),
         );
         let mut child = cmd
             .spawn()
@@ -187,16 +221,30 @@ impl Service {
         match line.trim() {
             "ready" => Ok(()),
             other => {
-                let why = other.strip_prefix("error: ").unwrap_or("the worker ended without a word: see worker.log");
-                Err(HostError::Conflict(format!("cannot start VM '{name}': {why}")))
+                let why = other
+                    .strip_prefix("error: ")
+                    .unwrap_or("the worker ended without a word: see worker.log");
+                Err(HostError::Conflict(format!(
+                    "cannot start VM '{name}': {why}"
+                )))
             }
         }
     }
 
-    pub(super) fn control(&self, name: &str, op: &str, timeout: Option<u32>, user: &str) -> Result<(), HostError> {
+    pub(super) fn control(
+        &self,
+        name: &str,
+        op: &str,
+        timeout: Option<u32>,
+        user: &str,
+    ) -> Result<(), HostError> {
         let lock = self.lock(name);
         // Turning off must not wait behind a shut-down in progress.
-        let _g = if op == "stop" { None } else { Some(lock.lock().unwrap_or_else(|p| p.into_inner())) };
+        let _g = if op == "stop" {
+            None
+        } else {
+            Some(lock.lock().unwrap_or_else(|p| p.into_inner()))
+        };
         let (c, st) = self.current(name)?;
         let verb = match op {
             "stop" => "turn it off",
@@ -209,7 +257,11 @@ impl Service {
         }
         let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
         let timeout = timeout.unwrap_or(c.vm.shutdown_timeout_secs);
-        let req = ControlRequest { op: op.to_string(), user: user.to_string(), timeout_secs: timeout };
+        let req = ControlRequest {
+            op: op.to_string(),
+            user: user.to_string(),
+            timeout_secs: timeout,
+        };
         let limit = Duration::from_secs(u64::from(timeout) + 600);
         let reply = worker::request(&socket, &req, limit).map_err(HostError::Internal)?;
         match reply.error {
@@ -223,7 +275,10 @@ impl Service {
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let (_, mut st) = self.current(name)?;
         if st.state != VmState::Saved {
-            return Err(HostError::Conflict(format!("VM '{name}' is {}: it has no saved state", st.state.as_str())));
+            return Err(HostError::Conflict(format!(
+                "VM '{name}' is {}: it has no saved state",
+                st.state.as_str()
+            )));
         }
         let dir = self.home.vm_dir(name);
         let (image, meta) = worker::saved_files(&dir);
@@ -231,7 +286,12 @@ impl Service {
         let _ = std::fs::remove_file(meta);
         st.state = VmState::Off;
         status::write(&dir, &st)?;
-        self.events.log(Code::VmTurnedOff, Some(name), user, "saved state discarded: the VM is off");
+        self.events.log(
+            Code::VmTurnedOff,
+            Some(name),
+            user,
+            "saved state discarded: the VM is off",
+        );
         Ok(())
     }
 
@@ -256,7 +316,12 @@ impl Service {
                             StopAction::Shutdown => ("shutdown", "shut down"),
                             StopAction::TurnOff => ("stop", "turned off"),
                         };
-                        self.events.log(Code::VmAutomaticAction, Some(n), user, &format!("automatic stop action: {what}"));
+                        self.events.log(
+                            Code::VmAutomaticAction,
+                            Some(n),
+                            user,
+                            &format!("automatic stop action: {what}"),
+                        );
                         let r = self.control(n, op, None, user).map(|()| {
                             self.mark_stopped_by_host(n);
                             what.to_string()
@@ -282,7 +347,9 @@ impl Service {
     /// background.
     pub fn autostart(self: &Arc<Self>) {
         for name in self.home.names() {
-            let Ok((c, st)) = self.current(&name) else { continue };
+            let Ok((c, st)) = self.current(&name) else {
+                continue;
+            };
             let go = match c.vm.start_action {
                 StartAction::Never => false,
                 StartAction::Always => !st.state.is_active(),
@@ -312,7 +379,8 @@ impl Service {
 /// A saved state restores only where it was made: same accelerator and CPU model.
 fn check_saved(name: &str, dir: &std::path::Path, accel: Accelerator) -> Result<(), HostError> {
     let (image, meta) = worker::saved_files(dir);
-    let text = std::fs::read(&meta).map_err(|e| HostError::io(&meta, "read the saved state's description", e))?;
+    let text = std::fs::read(&meta)
+        .map_err(|e| HostError::io(&meta, "read the saved state's description", e))?;
     let saved: SavedMeta = serde_json::from_slice(&text)
         .map_err(|e| HostError::Corrupt(format!("{}: {e}", meta.display())))?;
     if !image.exists() {

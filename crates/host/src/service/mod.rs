@@ -126,16 +126,28 @@ impl Service {
         match cmd {
             Command::Create(spec) => self.create(spec, user).and_then(|n| vm(&n)),
             Command::Set(name, set) => self.set(&name, set, user).and_then(|()| vm(&name)),
-            Command::Delete { name, delete_disks } => {
-                self.delete(&name, delete_disks, user).map(|()| Reply::Deleted)
-            }
+            Command::Delete { name, delete_disks } => self
+                .delete(&name, delete_disks, user)
+                .map(|()| Reply::Deleted),
             Command::Start(name) => self.start(&name, user).and_then(|()| vm(&name)),
-            Command::Shutdown(name, t) => self.control(&name, "shutdown", t, user).and_then(|()| vm(&name)),
-            Command::TurnOff(name) => self.control(&name, "stop", None, user).and_then(|()| vm(&name)),
-            Command::Reset(name) => self.control(&name, "reset", None, user).and_then(|()| vm(&name)),
-            Command::Pause(name) => self.control(&name, "pause", None, user).and_then(|()| vm(&name)),
-            Command::Resume(name) => self.control(&name, "resume", None, user).and_then(|()| vm(&name)),
-            Command::Save(name) => self.control(&name, "save", None, user).and_then(|()| vm(&name)),
+            Command::Shutdown(name, t) => self
+                .control(&name, "shutdown", t, user)
+                .and_then(|()| vm(&name)),
+            Command::TurnOff(name) => self
+                .control(&name, "stop", None, user)
+                .and_then(|()| vm(&name)),
+            Command::Reset(name) => self
+                .control(&name, "reset", None, user)
+                .and_then(|()| vm(&name)),
+            Command::Pause(name) => self
+                .control(&name, "pause", None, user)
+                .and_then(|()| vm(&name)),
+            Command::Resume(name) => self
+                .control(&name, "resume", None, user)
+                .and_then(|()| vm(&name)),
+            Command::Save(name) => self
+                .control(&name, "save", None, user)
+                .and_then(|()| vm(&name)),
             Command::DiscardSaved(name) => self.discard_saved(&name, user).and_then(|()| vm(&name)),
             Command::StopVms => Ok(Reply::Stopped(self.stop_vms(user))),
         }
@@ -158,7 +170,10 @@ impl Service {
     fn reconcile(&self, name: &str, mut st: Status) -> Result<Status, HostError> {
         let dir = self.home.vm_dir(name);
         if status::alive(st.qemu) {
-            if let Some(pid) = st.qemu.and_then(|(p, _)| rustix::process::Pid::from_raw(i32::try_from(p).ok()?)) {
+            if let Some(pid) = st
+                .qemu
+                .and_then(|(p, _)| rustix::process::Pid::from_raw(i32::try_from(p).ok()?))
+            {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
         }
@@ -200,7 +215,11 @@ impl Service {
                     Code::VmReattached,
                     Some(&name),
                     "system",
-                    &format!("found {} (worker pid {})", st.state.as_str(), st.worker.map_or(0, |w| w.0)),
+                    &format!(
+                        "found {} (worker pid {})",
+                        st.state.as_str(),
+                        st.worker.map_or(0, |w| w.0)
+                    ),
                 ),
                 Ok(_) => {}
                 Err(e) => eprintln!("strata serve: VM '{name}': {e}"),
@@ -237,12 +256,22 @@ impl Service {
             id: c.id,
             notes: vm.notes,
             boot_order: vm.boot_order,
-            disks: vm.disks.iter().map(|d| DiskInfo { path: d.path.clone(), bus: d.bus }).collect(),
+            disks: vm
+                .disks
+                .iter()
+                .map(|d| DiskInfo {
+                    path: d.path.clone(),
+                    bus: d.bus,
+                })
+                .collect(),
             cdrom: vm.cdrom,
             nics: vm
                 .nics
                 .iter()
-                .map(|n| NicInfo { model: n.model, mac: n.mac.clone().unwrap_or_default() })
+                .map(|n| NicInfo {
+                    model: n.model,
+                    mac: n.mac.clone().unwrap_or_default(),
+                })
                 .collect(),
             console_socket: (active && vm.com_ports.iter().all(|p| p.port != 1))
                 .then(|| sockets.console.display().to_string()),
@@ -267,7 +296,11 @@ impl Service {
         HostInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             home: self.home.root().display().to_string(),
-            accelerator: if self.kvm.is_ok() { Accelerator::Kvm } else { Accelerator::Tcg },
+            accelerator: if self.kvm.is_ok() {
+                Accelerator::Kvm
+            } else {
+                Accelerator::Tcg
+            },
             kvm_problem: self.kvm.clone().err(),
             qemu: self.qemu.clone(),
             vms: self.home.names().len(),
@@ -275,11 +308,17 @@ impl Service {
     }
 
     /// The event log, filtered.
-    pub fn event_log(&self, vm: Option<&str>, since: Option<&str>) -> Result<Vec<Event>, HostError> {
+    pub fn event_log(
+        &self,
+        vm: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<Vec<Event>, HostError> {
         let since = since
             .map(|s| {
                 humantime::parse_rfc3339_weak(s).map_err(|e| {
-                    HostError::Invalid(format!("since '{s}': not a time such as 2026-11-22T10:00:00Z ({e})"))
+                    HostError::Invalid(format!(
+                        "since '{s}': not a time such as 2026-11-22T10:00:00Z ({e})"
+                    ))
                 })
             })
             .transpose()?;
@@ -292,7 +331,11 @@ impl Service {
         if c.vm.com_ports.iter().any(|p| p.port == 1) {
             return Err(HostError::Conflict(format!(
                 "VM '{name}': COM1 is connected to '{}', not recorded as the console",
-                c.vm.com_ports.iter().find(|p| p.port == 1).map(|p| p.path.as_str()).unwrap_or_default()
+                c.vm.com_ports
+                    .iter()
+                    .find(|p| p.port == 1)
+                    .map(|p| p.path.as_str())
+                    .unwrap_or_default()
             )));
         }
         let path = self.home.vm_dir(name).join("console.log");
@@ -305,7 +348,10 @@ impl Service {
         let _g = self.define.lock().unwrap_or_else(|p| p.into_inner());
         validate::name(&spec.name)?;
         if self.home.vm_dir(&spec.name).join("vm.toml").exists() {
-            return Err(HostError::Conflict(format!("a VM named '{}' already exists", spec.name)));
+            return Err(HostError::Conflict(format!(
+                "a VM named '{}' already exists",
+                spec.name
+            )));
         }
         let others = self.others(&spec.name);
         let mut taken: HashSet<String> = others
@@ -323,20 +369,34 @@ impl Service {
             }
         }
         validate::config(&spec, &others)?;
-        let config = VmConfig { schema: SCHEMA, id: uuid::Uuid::new_v4().simple().to_string(), vm: spec };
+        let config = VmConfig {
+            schema: SCHEMA,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            vm: spec,
+        };
         self.home.save(&config)?;
         status::write(&self.home.vm_dir(&config.vm.name), &Status::off())?;
         self.events.log(
             Code::VmCreated,
             Some(&config.vm.name),
             user,
-            &format!("created ({} MiB, {} CPU, {} disk(s))", config.vm.memory_mib, config.vm.cpus, config.vm.disks.len()),
+            &format!(
+                "created ({} MiB, {} CPU, {} disk(s))",
+                config.vm.memory_mib,
+                config.vm.cpus,
+                config.vm.disks.len()
+            ),
         );
         Ok(config.vm.name)
     }
 
     /// Every other VM's configuration.
     fn others(&self, name: &str) -> Vec<VmConfig> {
-        self.home.names().iter().filter(|n| *n != name).filter_map(|n| self.home.load(n).ok()).collect()
+        self.home
+            .names()
+            .iter()
+            .filter(|n| *n != name)
+            .filter_map(|n| self.home.load(n).ok())
+            .collect()
     }
 }

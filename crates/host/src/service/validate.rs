@@ -25,7 +25,9 @@ fn invalid(msg: String) -> HostError {
 /// Whether `name` is a valid VM name.
 pub fn name(name: &str) -> Result<(), HostError> {
     let ok = (1..=64).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && !name.starts_with(['.', '-']);
     if ok {
         Ok(())
@@ -38,7 +40,9 @@ pub fn name(name: &str) -> Result<(), HostError> {
 
 fn absolute_file(what: &str, path: &str) -> Result<(), HostError> {
     if !Path::new(path).is_absolute() {
-        return Err(invalid(format!("{what} '{path}': the path must be absolute")));
+        return Err(invalid(format!(
+            "{what} '{path}': the path must be absolute"
+        )));
     }
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
@@ -51,12 +55,29 @@ fn absolute_file(what: &str, path: &str) -> Result<(), HostError> {
 pub fn mac(text: &str) -> Result<String, HostError> {
     let parts: Vec<&str> = text.split([':', '-']).collect();
     let bytes: Option<Vec<u8>> = (parts.len() == 6)
-        .then(|| parts.iter().map(|p| (p.len() == 2).then(|| u8::from_str_radix(p, 16).ok()).flatten()).collect())
+        .then(|| {
+            parts
+                .iter()
+                .map(|p| {
+                    (p.len() == 2)
+                        .then(|| u8::from_str_radix(p, 16).ok())
+                        .flatten()
+                })
+                .collect()
+        })
         .flatten();
     match bytes {
-        Some(b) if b[0] & 1 == 0 => Ok(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")),
-        Some(_) => Err(invalid(format!("MAC address '{text}' is a multicast address: the first byte must be even"))),
-        None => Err(invalid(format!("invalid MAC address '{text}': expected six hex bytes such as 02:53:54:12:34:56"))),
+        Some(b) if b[0] & 1 == 0 => Ok(b
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")),
+        Some(_) => Err(invalid(format!(
+            "MAC address '{text}' is a multicast address: the first byte must be even"
+        ))),
+        None => Err(invalid(format!(
+            "invalid MAC address '{text}': expected six hex bytes such as 02:53:54:12:34:56"
+        ))),
     }
 }
 
@@ -71,10 +92,15 @@ pub fn config(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
         )));
     }
     if !(CPUS.0..=CPUS.1).contains(&vm.cpus) {
-        return Err(invalid(format!("{} virtual processors: choose {} to {}", vm.cpus, CPUS.0, CPUS.1)));
+        return Err(invalid(format!(
+            "{} virtual processors: choose {} to {}",
+            vm.cpus, CPUS.0, CPUS.1
+        )));
     }
     if vm.shutdown_timeout_secs > MAX_SECS || vm.start_delay_secs > MAX_SECS {
-        return Err(invalid(format!("timeouts and delays are at most {MAX_SECS} seconds")));
+        return Err(invalid(format!(
+            "timeouts and delays are at most {MAX_SECS} seconds"
+        )));
     }
     let mut seen = HashSet::new();
     if let Some(dup) = vm.boot_order.iter().find(|b| !seen.insert(**b)) {
@@ -93,18 +119,25 @@ pub fn config(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
     let mut ports = HashSet::new();
     for c in &vm.com_ports {
         if !(1..=2).contains(&c.port) || !ports.insert(c.port) {
-            return Err(invalid(format!("COM{}: there are two COM ports, COM1 and COM2, each once", c.port)));
+            return Err(invalid(format!(
+                "COM{}: there are two COM ports, COM1 and COM2, each once",
+                c.port
+            )));
         }
         let p = Path::new(&c.path);
         if !p.is_absolute() || !p.parent().is_some_and(Path::is_dir) {
-            return Err(invalid(format!("COM{} '{}': the path must be absolute, in an existing folder", c.port, c.path)));
+            return Err(invalid(format!(
+                "COM{} '{}': the path must be absolute, in an existing folder",
+                c.port, c.path
+            )));
         }
     }
     nics(vm, others)
 }
 
 fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
-    let ide = vm.disks.iter().filter(|d| d.bus == DiskBus::Ide).count() + usize::from(vm.cdrom.is_some());
+    let ide =
+        vm.disks.iter().filter(|d| d.bus == DiskBus::Ide).count() + usize::from(vm.cdrom.is_some());
     if ide > MAX_IDE {
         return Err(invalid(format!(
             "{ide} IDE devices (disks and the CD/DVD drive): the IDE controller has {MAX_IDE} places; put disks on virtio"
@@ -112,23 +145,36 @@ fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
     }
     let virtio = vm.disks.len() - vm.disks.iter().filter(|d| d.bus == DiskBus::Ide).count();
     if virtio > MAX_VIRTIO {
-        return Err(invalid(format!("{virtio} virtio disks: at most {MAX_VIRTIO}")));
+        return Err(invalid(format!(
+            "{virtio} virtio disks: at most {MAX_VIRTIO}"
+        )));
     }
     let mut mine = HashSet::new();
     for d in &vm.disks {
         absolute_file("disk", &d.path)?;
-        let canon = std::fs::canonicalize(&d.path).map_err(|e| invalid(format!("disk '{}': {e}", d.path)))?;
+        let canon = std::fs::canonicalize(&d.path)
+            .map_err(|e| invalid(format!("disk '{}': {e}", d.path)))?;
         if !mine.insert(canon.clone()) {
             return Err(invalid(format!("disk '{}' is attached twice", d.path)));
         }
         for o in others {
-            if o.vm.disks.iter().any(|x| std::fs::canonicalize(&x.path).is_ok_and(|c| c == canon)) {
-                return Err(invalid(format!("disk '{}' is already attached to VM '{}'", d.path, o.vm.name)));
+            if o.vm
+                .disks
+                .iter()
+                .any(|x| std::fs::canonicalize(&x.path).is_ok_and(|c| c == canon))
+            {
+                return Err(invalid(format!(
+                    "disk '{}' is already attached to VM '{}'",
+                    d.path, o.vm.name
+                )));
             }
         }
         // The disk and its whole chain must open as VHD; no lock is taken (it may be in use by
         // `strata disk` now, which only matters at start).
-        let opts = OpenOptions { lock: false, ..OpenOptions::read() };
+        let opts = OpenOptions {
+            lock: false,
+            ..OpenOptions::read()
+        };
         Disk::open(&d.path, opts).map_err(|e| invalid(format!("disk '{}': {e}", d.path)))?;
     }
     Ok(())
@@ -136,7 +182,10 @@ fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
 
 fn nics(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
     if vm.nics.len() > MAX_NICS {
-        return Err(invalid(format!("{} network adapters: at most {MAX_NICS}", vm.nics.len())));
+        return Err(invalid(format!(
+            "{} network adapters: at most {MAX_NICS}",
+            vm.nics.len()
+        )));
     }
     let mut macs = HashSet::new();
     for n in &vm.nics {
@@ -144,8 +193,15 @@ fn nics(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
         if !macs.insert(m.clone()) {
             return Err(invalid(format!("MAC address {m} is used twice in this VM")));
         }
-        if let Some(o) = others.iter().find(|o| o.vm.nics.iter().any(|x| x.mac.as_deref() == Some(m.as_str()))) {
-            return Err(invalid(format!("MAC address {m} is already used by VM '{}'", o.vm.name)));
+        if let Some(o) = others.iter().find(|o| {
+            o.vm.nics
+                .iter()
+                .any(|x| x.mac.as_deref() == Some(m.as_str()))
+        }) {
+            return Err(invalid(format!(
+                "MAC address {m} is already used by VM '{}'",
+                o.vm.name
+            )));
         }
     }
     Ok(())

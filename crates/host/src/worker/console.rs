@@ -19,9 +19,14 @@ pub fn start(serial: UnixStream, log: PathBuf, listener: UnixListener) -> std::i
     std::thread::spawn(move || relay(serial, &log, &relay_clients));
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let Ok(reader) = client.try_clone() else { continue };
+            let Ok(reader) = client.try_clone() else {
+                continue;
+            };
             let _ = client.set_write_timeout(Some(Duration::from_secs(2)));
-            clients.lock().unwrap_or_else(|p| p.into_inner()).push(client);
+            clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(client);
             let to_guest = to_guest.clone();
             std::thread::spawn(move || forward_keys(reader, &to_guest));
         }

@@ -38,7 +38,11 @@ pub struct ControlReply {
 }
 
 /// Sends `req` to the worker listening on `socket` and waits for the reply (up to `limit`).
-pub fn request(socket: &Path, req: &ControlRequest, limit: Duration) -> Result<ControlReply, String> {
+pub fn request(
+    socket: &Path,
+    req: &ControlRequest,
+    limit: Duration,
+) -> Result<ControlReply, String> {
     let io = |e: std::io::Error| format!("the VM's worker ({}): {e}", socket.display());
     let mut s = UnixStream::connect(socket).map_err(io)?;
     s.set_read_timeout(Some(limit)).map_err(io)?;
@@ -47,7 +51,8 @@ pub fn request(socket: &Path, req: &ControlRequest, limit: Duration) -> Result<C
     s.write_all(&line).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).map_err(io)?;
-    serde_json::from_str(&reply).map_err(|e| format!("the VM's worker sent a bad reply ({e}): {reply:?}"))
+    serde_json::from_str(&reply)
+        .map_err(|e| format!("the VM's worker sent a bad reply ({e}): {reply:?}"))
 }
 
 pub(super) fn serve(listener: UnixListener, shared: Arc<Shared>) {
@@ -62,7 +67,9 @@ pub(super) fn serve(listener: UnixListener, shared: Arc<Shared>) {
 fn handle(conn: UnixStream, shared: &Shared) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
-    let Ok(mut writer) = conn.try_clone() else { return };
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
     if BufReader::new(conn).read_line(&mut line).is_err() {
         return;
     }
@@ -94,7 +101,11 @@ fn refuse(shared: &Shared, what: &str, state: VmState) -> String {
         VmState::Starting => "it is starting: wait",
         _ => "start it first",
     };
-    format!("VM '{}' is {}: cannot {what} ({advice})", shared.name, state.as_str())
+    format!(
+        "VM '{}' is {}: cannot {what} ({advice})",
+        shared.name,
+        state.as_str()
+    )
 }
 
 fn execute(shared: &Shared, req: &ControlRequest) -> Result<VmState, String> {
@@ -129,13 +140,16 @@ fn execute(shared: &Shared, req: &ControlRequest) -> Result<VmState, String> {
         }
         ("shutdown", VmState::Running) => shutdown(shared, user, req.timeout_secs),
         ("save", VmState::Running | VmState::Paused) => save(shared, user, state),
-        ("pause" | "resume" | "reset" | "shutdown" | "save", _) => Err(refuse(shared, &req.op, state)),
+        ("pause" | "resume" | "reset" | "shutdown" | "save", _) => {
+            Err(refuse(shared, &req.op, state))
+        }
         (op, _) => Err(format!("unknown request '{op}'")),
     }
 }
 
 fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, String> {
-    *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Intent::Shutdown(user.to_string()));
+    *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(Intent::Shutdown(user.to_string()));
     shared.set_state(VmState::Stopping);
     shared.log(
         Code::VmShutdownRequested,
@@ -199,7 +213,8 @@ fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, String>
         let _ = std::fs::remove_file(&tmp);
         shared.qmp.migrate_to_file(&tmp)?;
         let f = std::fs::File::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        f.sync_all().map_err(|e| format!("{}: {e}", tmp.display()))?;
+        f.sync_all()
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let info = SavedMeta {
             accelerator: shared.accelerator(),
             cpu: crate::qemu::cpu_model(shared.accelerator()).to_string(),
@@ -217,8 +232,15 @@ fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, String>
             let _ = shared.qmp.cont();
         }
         shared.set_state(before);
-        shared.log(Code::VmSaveFailed, user, &format!("saving the state failed, the VM keeps running: {e}"));
-        return Err(format!("VM '{}': saving the state failed: {e}", shared.name));
+        shared.log(
+            Code::VmSaveFailed,
+            user,
+            &format!("saving the state failed, the VM keeps running: {e}"),
+        );
+        return Err(format!(
+            "VM '{}': saving the state failed: {e}",
+            shared.name
+        ));
     }
     *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Intent::Save(user.to_string()));
     end_qemu(shared)

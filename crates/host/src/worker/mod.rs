@@ -33,7 +33,7 @@ use crate::qmp::Qmp;
 use crate::status::{self, Status};
 use crate::store::{Home, VmConfig};
 
-pub use control::{request, ControlRequest, ControlReply};
+pub use control::{request, ControlReply, ControlRequest};
 
 /// What the service asks the worker to do.
 #[derive(Debug, Clone)]
@@ -107,7 +107,8 @@ impl Shared {
     }
 
     fn kill_qemu(&self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(self.qemu_pid).unwrap_or(0)) {
+        if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(self.qemu_pid).unwrap_or(0))
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
@@ -161,7 +162,11 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
     status::write(&dir, &st).map_err(|e| e.to_string())?;
     let fail = |why: String| {
         let mut back = previous.clone();
-        back.state = if args.restore { VmState::Saved } else { previous.state };
+        back.state = if args.restore {
+            VmState::Saved
+        } else {
+            previous.state
+        };
         if back.state.is_active() {
             back.state = VmState::Off;
         }
@@ -231,7 +236,12 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
     shared.log(
         code,
         "system",
-        &format!("{what} ({}, worker pid {}, QEMU pid {})", args.accel.as_str(), std::process::id(), child.id()),
+        &format!(
+            "{what} ({}, worker pid {}, QEMU pid {})",
+            args.accel.as_str(),
+            std::process::id(),
+            child.id()
+        ),
     );
     watch_sigterm(shared.clone());
     Ok((shared, child, disks))
@@ -244,7 +254,8 @@ fn serve_disks(config: &VmConfig, sockets: &Sockets) -> Result<Disks, String> {
         let disk = Disk::open(&d.path, OpenOptions::write()).map_err(|e| e.to_string())?;
         let backend = Arc::new(VhdBackend(disk));
         let socket = sockets.disk(i);
-        let listener = UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+        let listener =
+            UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
         let export = Export {
             name: String::new(),
             backend: backend.clone(),
@@ -312,12 +323,16 @@ pub fn log_tail(path: &Path) -> String {
     text.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .map_or_else(|| "QEMU printed nothing".to_string(), |l| l.trim().to_string())
+        .map_or_else(
+            || "QEMU printed nothing".to_string(),
+            |l| l.trim().to_string(),
+        )
 }
 
 /// SIGTERM to the worker turns the VM off cleanly (disks flushed) rather than abandoning it.
 fn watch_sigterm(shared: Arc<Shared>) {
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM]) else {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+    else {
         return;
     };
     std::thread::spawn(move || {
@@ -340,11 +355,20 @@ fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
             flush_error = Some(format!("{path}: cannot flush: {e}"));
         }
     }
-    let intent = shared.intent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let intent = shared
+        .intent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let (state, code, user, message) = match intent {
         Some(Intent::Save(u)) => (VmState::Saved, Code::VmSaved, u, "state saved".to_string()),
         Some(Intent::TurnOff(u)) => (VmState::Off, Code::VmTurnedOff, u, "turned off".to_string()),
-        Some(Intent::Shutdown(u)) => (VmState::Off, Code::VmPoweredOff, u, "the guest shut down".to_string()),
+        Some(Intent::Shutdown(u)) => (
+            VmState::Off,
+            Code::VmPoweredOff,
+            u,
+            "the guest shut down".to_string(),
+        ),
         Some(Intent::ShutdownTimedOut(u, secs)) => (
             VmState::Off,
             Code::VmShutdownTimedOut,
@@ -352,14 +376,24 @@ fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
             format!("the guest did not shut down within {secs} s: turned off"),
         ),
         None => match &exit {
-            Ok(s) if s.success() => (VmState::Off, Code::VmPoweredOff, "guest".to_string(), "the guest powered off".to_string()),
+            Ok(s) if s.success() => (
+                VmState::Off,
+                Code::VmPoweredOff,
+                "guest".to_string(),
+                "the guest powered off".to_string(),
+            ),
             other => {
                 let how = match other {
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
                 };
                 let tail = log_tail(&shared.dir.join("qemu.log"));
-                (VmState::Crashed, Code::VmCrashed, "system".to_string(), format!("QEMU ended unexpectedly ({how}); its last message: {tail}"))
+                (
+                    VmState::Crashed,
+                    Code::VmCrashed,
+                    "system".to_string(),
+                    format!("QEMU ended unexpectedly ({how}); its last message: {tail}"),
+                )
             }
         },
     };

@@ -24,32 +24,156 @@ fn curl(h: &Host, method: &str, path: &str, body: Option<&str>) -> (u16, Value) 
 fn error(h: &Host, method: &str, path: &str, body: Option<&str>, status: u16, words: &str) {
     let (code, v) = curl(h, method, path, body);
     assert_eq!(code, status, "{method} {path} {body:?}: {v}");
-    let msg = v["error"].as_str().unwrap_or_else(|| panic!("no error message: {v}"));
-    assert!(msg.contains(words), "{method} {path}: {msg:?} should say {words:?}");
+    let msg = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {v}"));
+    assert!(
+        msg.contains(words),
+        "{method} {path}: {msg:?} should say {words:?}"
+    );
 }
 
 #[test]
 fn bad_requests_get_4xx_with_clear_messages() {
     let h = Host::new();
-    error(&h, "GET", "/v1/vms/nosuch", None, 404, "no VM named 'nosuch'");
-    error(&h, "POST", "/v1/vms/nosuch/start", None, 404, "no VM named 'nosuch'");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","memory_mib":0}"#), 400, "memory 0 MiB is out of range");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","cpus":1000}"#), 400, "1000 virtual processors");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","memory_mib":"lots"}"#), 400, "memory_mib");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a", "#), 400, "invalid request body");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","memroy_mib":512}"#), 400, "unknown field `memroy_mib`");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"../etc"}"#), 400, "invalid VM name");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","disks":[{"path":"relative.vhd"}]}"#), 400, "must be absolute");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","disks":[{"path":"/etc/passwd"}]}"#), 400, "disk '/etc/passwd'");
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"a","nics":[{"mac":"01:00:5e:00:00:01"}]}"#), 400, "multicast");
+    error(
+        &h,
+        "GET",
+        "/v1/vms/nosuch",
+        None,
+        404,
+        "no VM named 'nosuch'",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms/nosuch/start",
+        None,
+        404,
+        "no VM named 'nosuch'",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","memory_mib":0}"#),
+        400,
+        "memory 0 MiB is out of range",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","cpus":1000}"#),
+        400,
+        "1000 virtual processors",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","memory_mib":"lots"}"#),
+        400,
+        "memory_mib",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a", "#),
+        400,
+        "invalid request body",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","memroy_mib":512}"#),
+        400,
+        "unknown field `memroy_mib`",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"../etc"}"#),
+        400,
+        "invalid VM name",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","disks":[{"path":"relative.vhd"}]}"#),
+        400,
+        "must be absolute",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","disks":[{"path":"/etc/passwd"}]}"#),
+        400,
+        "disk '/etc/passwd'",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","nics":[{"mac":"01:00:5e:00:00:01"}]}"#),
+        400,
+        "multicast",
+    );
     let (code, _) = curl(&h, "POST", "/v1/vms", Some(r#"{"name":"web1"}"#));
     assert_eq!(code, 201);
-    error(&h, "POST", "/v1/vms", Some(r#"{"name":"web1"}"#), 409, "already exists");
-    error(&h, "POST", "/v1/vms/web1/pause", None, 409, "VM 'web1' is off");
-    error(&h, "POST", "/v1/vms/web1/fly", None, 404, "unknown action 'fly'");
-    error(&h, "PATCH", "/v1/vms/web1", Some(r#"{"cpus":0}"#), 400, "0 virtual processors");
-    error(&h, "PATCH", "/v1/vms/web1", Some(r#"{"colour":"red"}"#), 400, "unknown field `colour`");
-    error(&h, "GET", "/v1/events?since=yesterday", None, 400, "since 'yesterday'");
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"web1"}"#),
+        409,
+        "already exists",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms/web1/pause",
+        None,
+        409,
+        "VM 'web1' is off",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms/web1/fly",
+        None,
+        404,
+        "unknown action 'fly'",
+    );
+    error(
+        &h,
+        "PATCH",
+        "/v1/vms/web1",
+        Some(r#"{"cpus":0}"#),
+        400,
+        "0 virtual processors",
+    );
+    error(
+        &h,
+        "PATCH",
+        "/v1/vms/web1",
+        Some(r#"{"colour":"red"}"#),
+        400,
+        "unknown field `colour`",
+    );
+    error(
+        &h,
+        "GET",
+        "/v1/events?since=yesterday",
+        None,
+        400,
+        "since 'yesterday'",
+    );
     error(&h, "GET", "/v2/nothing", None, 404, "no such API route");
 
     // The CLI shows the same messages and exits non-zero.
@@ -58,8 +182,14 @@ fn bad_requests_get_4xx_with_clear_messages() {
     let err = h.fails(&["vm", "create", "big", "--memory", "3T"]);
     assert!(err.contains("out of range"), "{err}");
     let err = h.fails(&["vm", "create", "x", "--nic", "token-ring"]);
-    assert!(err.contains("invalid network adapter model 'token-ring'"), "{err}");
-    assert_eq!(h.json(&["vm", "list", "--json"]).as_array().unwrap().len(), 1);
+    assert!(
+        err.contains("invalid network adapter model 'token-ring'"),
+        "{err}"
+    );
+    assert_eq!(
+        h.json(&["vm", "list", "--json"]).as_array().unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -70,18 +200,30 @@ fn settings_change_only_where_the_state_allows_and_delete_keeps_disks() {
     h.ok(&["disk", "create", &s(&disk), "--size", "16M"]);
     vm_create(&h, "web1", &g, &["--disk", &s(&disk), "--nic", "virtio"]);
     let mac = h.json(&["vm", "show", "web1", "--json"])["nics"][0]["mac"].clone();
-    h.ok(&["vm", "set", "web1", "--memory", "300", "--nic", "e1000", "--nic", "virtio"]);
+    h.ok(&[
+        "vm", "set", "web1", "--memory", "300", "--nic", "e1000", "--nic", "virtio",
+    ]);
     let shown = h.json(&["vm", "show", "web1", "--json"]);
     assert_eq!(shown["memory_mib"], 300);
-    assert_eq!(shown["nics"][0]["mac"], mac, "the first adapter keeps its MAC");
+    assert_eq!(
+        shown["nics"][0]["mac"], mac,
+        "the first adapter keeps its MAC"
+    );
     assert_eq!(shown["nics"][0]["model"], "e1000");
     h.ok(&["vm", "start", "web1"]);
     h.wait_console("web1", "count 1", Duration::from_secs(180));
     let err = h.fails(&["vm", "set", "web1", "--memory", "1G"]);
-    assert!(err.contains("VM 'web1' is running: cannot change its memory"), "{err}");
+    assert!(
+        err.contains("VM 'web1' is running: cannot change its memory"),
+        "{err}"
+    );
     h.ok(&["vm", "set", "web1", "--notes", "front end"]);
     let err = h.fails(&["vm", "delete", "web1"]);
-    assert!(err.contains("VM 'web1' is running") && err.contains("shut it down, turn it off or save it first"), "{err}");
+    assert!(
+        err.contains("VM 'web1' is running")
+            && err.contains("shut it down, turn it off or save it first"),
+        "{err}"
+    );
     let err = h.fails(&["vm", "start", "web1"]);
     assert!(err.contains("already started"), "{err}");
     // A second VM can't take the disk of the first.

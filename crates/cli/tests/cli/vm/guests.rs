@@ -9,7 +9,14 @@ use super::*;
 const T: Duration = Duration::from_secs(180);
 
 fn read(path: &Path, off: u64, len: usize) -> Vec<u8> {
-    let d = Disk::open(path, OpenOptions { lock: false, ..OpenOptions::read() }).unwrap();
+    let d = Disk::open(
+        path,
+        OpenOptions {
+            lock: false,
+            ..OpenOptions::read()
+        },
+    )
+    .unwrap();
     let mut b = vec![0u8; len];
     d.read_at(&mut b, off).unwrap();
     b
@@ -41,9 +48,28 @@ echo "guest: done"
 poweroff -f
 "#,
     );
-    let vm = vm_create(&h, "markers", &g, &["--disk", &s(&child), "--disk", &format!("{}:ide", s(&ide)), "--nic", "virtio", "--nic", "e1000"]);
+    let vm = vm_create(
+        &h,
+        "markers",
+        &g,
+        &[
+            "--disk",
+            &s(&child),
+            "--disk",
+            &format!("{}:ide", s(&ide)),
+            "--nic",
+            "virtio",
+            "--nic",
+            "e1000",
+        ],
+    );
     assert_eq!(vm["state"], "off");
-    let macs: Vec<&str> = vm["nics"].as_array().unwrap().iter().map(|n| n["mac"].as_str().unwrap()).collect();
+    let macs: Vec<&str> = vm["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["mac"].as_str().unwrap())
+        .collect();
     assert_eq!(macs.len(), 2);
     assert_ne!(macs[0], macs[1]);
     let list = h.json(&["vm", "list", "--json"]);
@@ -57,10 +83,17 @@ poweroff -f
     h.wait_state("markers", "off", T);
     let console = h.console("markers");
     assert!(console.contains("guest: done"), "{console}");
-    assert!(console.contains("base says BASE-DATA-FROM-THE-HOST"), "{console}");
+    assert!(
+        console.contains("base says BASE-DATA-FROM-THE-HOST"),
+        "{console}"
+    );
     assert_eq!(read(&child, 2048 * 512, 20), b"STRATA-VIRTIO-MARKER");
     assert_eq!(read(&ide, 4096 * 512, 17), b"STRATA-IDE-MARKER");
-    assert_eq!(read(&base, 2048 * 512, 20), vec![0u8; 20], "the base is never written");
+    assert_eq!(
+        read(&base, 2048 * 512, 20),
+        vec![0u8; 20],
+        "the base is never written"
+    );
     for p in [&base, &child, &ide] {
         h.ok(&["disk", "check", &s(p)]);
     }
@@ -84,12 +117,18 @@ fn save_then_start_continues_the_counter_and_pause_reset_work() {
     std::thread::sleep(Duration::from_millis(500));
     let paused = counts(&h.console("ctr")).len();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(counts(&h.console("ctr")).len(), paused, "the guest ran while paused");
+    assert_eq!(
+        counts(&h.console("ctr")).len(),
+        paused,
+        "the guest ran while paused"
+    );
     let err = h.fails(&["vm", "shutdown", "ctr"]);
     assert!(err.contains("paused"), "{err}");
     h.ok(&["vm", "resume", "ctr"]);
     let resumed = counts(&h.console("ctr")).len();
-    wait_for("the counter after resume", T, || counts(&h.console("ctr")).len() > resumed + 3);
+    wait_for("the counter after resume", T, || {
+        counts(&h.console("ctr")).len() > resumed + 3
+    });
 
     // Save, then start: the counter continues where it stopped.
     let saved = h.json(&["vm", "save", "ctr", "--json"]);
@@ -105,13 +144,26 @@ fn save_then_start_continues_the_counter_and_pause_reset_work() {
     // A saved state made elsewhere (another accelerator and CPU) is refused with the reason.
     let meta_path = h.home().join("vms/ctr/saved.json");
     let meta = std::fs::read_to_string(&meta_path).unwrap();
-    std::fs::write(&meta_path, meta.replace("\"tcg\"", "\"kvm\"").replace("\"max\"", "\"host\"")).unwrap();
+    std::fs::write(
+        &meta_path,
+        meta.replace("\"tcg\"", "\"kvm\"")
+            .replace("\"max\"", "\"host\""),
+    )
+    .unwrap();
     let err = h.fails(&["vm", "start", "ctr"]);
-    assert!(err.contains("saved running under kvm") && err.contains("different kind of host"), "{err}");
+    assert!(
+        err.contains("saved running under kvm") && err.contains("different kind of host"),
+        "{err}"
+    );
     std::fs::write(&meta_path, meta).unwrap();
 
-    assert_eq!(h.json(&["vm", "start", "ctr", "--json"])["state"], "running");
-    wait_for("the counter after restore", T, || counts(&h.console("ctr")[len_before..]).len() > 3);
+    assert_eq!(
+        h.json(&["vm", "start", "ctr", "--json"])["state"],
+        "running"
+    );
+    wait_for("the counter after restore", T, || {
+        counts(&h.console("ctr")[len_before..]).len() > 3
+    });
     let after = counts(&h.console("ctr")[len_before..]);
     assert!(
         after[0] > last && after[0] <= last + 2,
@@ -119,12 +171,17 @@ fn save_then_start_continues_the_counter_and_pause_reset_work() {
         after[0]
     );
     assert!(h.has_event("ctr", "vm-saved") && h.has_event("ctr", "vm-restored"));
-    assert!(!h.home().join("vms/ctr/saved.state").exists(), "the saved state is dropped once resumed");
+    assert!(
+        !h.home().join("vms/ctr/saved.state").exists(),
+        "the saved state is dropped once resumed"
+    );
 
     // Reset: the guest boots again, counting from 0.
     let len = h.console("ctr").len();
     h.ok(&["vm", "reset", "ctr"]);
-    wait_for("the counter after reset", T, || counts(&h.console("ctr")[len..]).contains(&0));
+    wait_for("the counter after reset", T, || {
+        counts(&h.console("ctr")[len..]).contains(&0)
+    });
     assert!(h.has_event("ctr", "vm-reset"));
     assert_eq!(h.json(&["vm", "stop", "ctr", "--json"])["state"], "off");
     assert!(h.has_event("ctr", "vm-turned-off"));
@@ -147,7 +204,12 @@ echo "guest: acpid ready"
 while true; do sleep 1; done
 "#,
     );
-    let deaf = guest(h.home(), "deaf", &[], "echo 'guest: ignoring'\nwhile true; do sleep 1; done\n");
+    let deaf = guest(
+        h.home(),
+        "deaf",
+        &[],
+        "echo 'guest: ignoring'\nwhile true; do sleep 1; done\n",
+    );
     vm_create(&h, "polite", &acpi, &[]);
     vm_create(&h, "deaf", &deaf, &["--shutdown-timeout", "3"]);
     h.ok(&["vm", "start", "polite"]);
@@ -155,16 +217,39 @@ while true; do sleep 1; done
     h.wait_console("polite", "guest: acpid ready", T);
     h.wait_console("deaf", "guest: ignoring", T);
 
-    assert_eq!(h.json(&["vm", "shutdown", "polite", "--timeout", "120", "--json"])["state"], "off");
-    assert!(h.console("polite").contains("guest: power button"), "{}", h.console("polite"));
+    assert_eq!(
+        h.json(&["vm", "shutdown", "polite", "--timeout", "120", "--json"])["state"],
+        "off"
+    );
+    assert!(
+        h.console("polite").contains("guest: power button"),
+        "{}",
+        h.console("polite")
+    );
     let ev = h.events("polite");
     assert!(ev.iter().any(|e| e["name"] == "vm-shutdown-requested"));
-    assert!(ev.iter().any(|e| e["name"] == "vm-powered-off" && e["message"] == "the guest shut down"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e["name"] == "vm-powered-off" && e["message"] == "the guest shut down"),
+        "{ev:?}"
+    );
 
-    assert_eq!(h.json(&["vm", "shutdown", "deaf", "--json"])["state"], "off");
+    assert_eq!(
+        h.json(&["vm", "shutdown", "deaf", "--json"])["state"],
+        "off"
+    );
     let ev = h.events("deaf");
-    let timed_out = ev.iter().find(|e| e["name"] == "vm-shutdown-timed-out").expect("a timed-out event");
-    assert!(timed_out["message"].as_str().unwrap().contains("did not shut down within 3 s"), "{timed_out}");
+    let timed_out = ev
+        .iter()
+        .find(|e| e["name"] == "vm-shutdown-timed-out")
+        .expect("a timed-out event");
+    assert!(
+        timed_out["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not shut down within 3 s"),
+        "{timed_out}"
+    );
     assert_eq!(timed_out["level"], "warning");
 }
 
@@ -172,7 +257,15 @@ while true; do sleep 1; done
 fn killing_qemu_marks_the_vm_crashed_and_leaves_its_disk_consistent() {
     let h = Host::new();
     let disk = h.home().join("data.vhd");
-    h.ok(&["disk", "create", &s(&disk), "--size", "64M", "--block-size", "64K"]);
+    h.ok(&[
+        "disk",
+        "create",
+        &s(&disk),
+        "--size",
+        "64M",
+        "--block-size",
+        "64K",
+    ]);
     let g = guest(
         h.home(),
         "writer",
@@ -189,11 +282,25 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=$((i % 1000)) count=1 
     h.wait_console("victim", "guest: writing", T);
     std::thread::sleep(Duration::from_secs(2));
     let qemu = i32::try_from(vm["qemu_pid"].as_i64().unwrap()).unwrap();
-    rustix::process::kill_process(rustix::process::Pid::from_raw(qemu).unwrap(), rustix::process::Signal::KILL).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(qemu).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     h.wait_state("victim", "crashed", Duration::from_secs(30));
     let shown = h.json(&["vm", "show", "victim", "--json"]);
-    assert!(shown["last_error"].as_str().unwrap().contains("QEMU ended unexpectedly"), "{shown}");
-    let crashed = h.events("victim").into_iter().find(|e| e["name"] == "vm-crashed").expect("a crash event");
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("QEMU ended unexpectedly"),
+        "{shown}"
+    );
+    let crashed = h
+        .events("victim")
+        .into_iter()
+        .find(|e| e["name"] == "vm-crashed")
+        .expect("a crash event");
     assert_eq!(crashed["level"], "error");
     h.ok(&["disk", "check", &s(&disk)]);
     // A crashed VM starts again.

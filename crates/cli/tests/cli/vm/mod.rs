@@ -21,7 +21,10 @@ pub struct Host {
 
 impl Host {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("sh").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sh")
+            .tempdir_in("/tmp")
+            .unwrap();
         let mut h = Self { dir, service: None };
         h.start_service();
         h
@@ -70,7 +73,10 @@ impl Host {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "strata {args:?} panicked: {stderr}");
+        assert!(
+            !stderr.contains("panicked"),
+            "strata {args:?} panicked: {stderr}"
+        );
         out
     }
 
@@ -87,7 +93,11 @@ impl Host {
 
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cmd(args);
-        assert!(!out.status.success(), "strata {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "strata {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -96,7 +106,10 @@ impl Host {
     }
 
     pub fn state(&self, vm: &str) -> String {
-        self.json(&["vm", "show", vm, "--json"])["state"].as_str().unwrap().to_string()
+        self.json(&["vm", "show", vm, "--json"])["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub fn wait_state(&self, vm: &str, want: &str, limit: Duration) {
@@ -135,7 +148,10 @@ impl Host {
     }
 
     pub fn events(&self, vm: &str) -> Vec<Value> {
-        self.json(&["events", "--vm", vm, "--json"]).as_array().unwrap().clone()
+        self.json(&["events", "--vm", vm, "--json"])
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     pub fn has_event(&self, vm: &str, name: &str) -> bool {
@@ -144,11 +160,21 @@ impl Host {
 
     /// The service's and the workers' logs, for failure messages.
     pub fn logs(&self) -> String {
-        let mut out = format!("--- serve.log\n{}", std::fs::read_to_string(self.home().join("serve.log")).unwrap_or_default());
-        for e in std::fs::read_dir(self.home().join("vms")).into_iter().flatten().flatten() {
+        let mut out = format!(
+            "--- serve.log\n{}",
+            std::fs::read_to_string(self.home().join("serve.log")).unwrap_or_default()
+        );
+        for e in std::fs::read_dir(self.home().join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             for f in ["worker.log", "qemu.log"] {
                 let text = std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
-                out.push_str(&format!("--- {}/{f}\n{text}", e.file_name().to_string_lossy()));
+                out.push_str(&format!(
+                    "--- {}/{f}\n{text}",
+                    e.file_name().to_string_lossy()
+                ));
             }
         }
         out
@@ -158,9 +184,17 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         // Turn off every VM still running (workers and QEMU), then the service.
-        for e in std::fs::read_dir(self.home().join("vms")).into_iter().flatten().flatten() {
-            let Ok(text) = std::fs::read_to_string(e.path().join("status.json")) else { continue };
-            let Ok(st) = serde_json::from_str::<Value>(&text) else { continue };
+        for e in std::fs::read_dir(self.home().join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(e.path().join("status.json")) else {
+                continue;
+            };
+            let Ok(st) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             for key in ["worker", "qemu"] {
                 if let Some(pid) = st[key][0].as_i64().and_then(|p| i32::try_from(p).ok()) {
                     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
@@ -221,7 +255,13 @@ pub fn counts(text: &str) -> Vec<u64> {
 }
 
 pub fn vm_create(h: &Host, name: &str, g: &Guest, extra: &[&str]) -> Value {
-    let mut args: Vec<String> = vec!["vm".into(), "create".into(), name.into(), "--memory".into(), "256M".into()];
+    let mut args: Vec<String> = vec![
+        "vm".into(),
+        "create".into(),
+        name.into(),
+        "--memory".into(),
+        "256M".into(),
+    ];
     args.extend(boot_args(g));
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("--json".into());

@@ -34,7 +34,10 @@ fn restarting_the_service_leaves_two_vms_running_and_reattaches_them() {
     }
     // The reattached VMs obey.
     assert_eq!(h.json(&["vm", "pause", "one", "--json"])["state"], "paused");
-    assert_eq!(h.json(&["vm", "resume", "one", "--json"])["state"], "running");
+    assert_eq!(
+        h.json(&["vm", "resume", "one", "--json"])["state"],
+        "running"
+    );
     assert_eq!(h.json(&["vm", "stop", "one", "--json"])["state"], "off");
     assert_eq!(h.json(&["vm", "stop", "two", "--json"])["state"], "off");
 }
@@ -50,15 +53,24 @@ fn a_dead_worker_is_reconciled_to_crashed_and_its_qemu_does_not_linger() {
     // Power loss for the worker: SIGKILL, no chance to record anything.
     let worker = i32::try_from(vm["pid"].as_i64().unwrap()).unwrap();
     let qemu = u32::try_from(vm["qemu_pid"].as_i64().unwrap()).unwrap();
-    rustix::process::kill_process(rustix::process::Pid::from_raw(worker).unwrap(), rustix::process::Signal::KILL).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     h.start_service();
     let shown = h.json(&["vm", "show", "lost", "--json"]);
     assert_eq!(shown["state"], "crashed", "{shown}");
     assert!(h.has_event("lost", "vm-reconciled"));
-    wait_for("QEMU to end with its worker", Duration::from_secs(10), || {
-        !Path::new(&format!("/proc/{qemu}")).exists()
-            || std::fs::read_to_string(format!("/proc/{qemu}/stat")).is_ok_and(|s| s.contains(") Z "))
-    });
+    wait_for(
+        "QEMU to end with its worker",
+        Duration::from_secs(10),
+        || {
+            !Path::new(&format!("/proc/{qemu}")).exists()
+                || std::fs::read_to_string(format!("/proc/{qemu}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        },
+    );
     h.ok(&["vm", "start", "lost"]);
     h.wait_console("lost", "count 2", T);
     h.ok(&["vm", "stop", "lost"]);
@@ -68,15 +80,28 @@ fn a_dead_worker_is_reconciled_to_crashed_and_its_qemu_does_not_linger() {
 fn automatic_stop_and_start_actions() {
     let mut h = Host::new();
     let g = guest(h.home(), "counter", &[], COUNTER);
-    vm_create(&h, "auto", &g, &["--start-action", "if-running", "--stop-action", "save"]);
+    vm_create(
+        &h,
+        "auto",
+        &g,
+        &["--start-action", "if-running", "--stop-action", "save"],
+    );
     vm_create(&h, "manual", &g, &["--stop-action", "turn-off"]);
     h.ok(&["vm", "start", "auto"]);
     h.ok(&["vm", "start", "manual"]);
     h.wait_console("auto", "count 2", T);
     let report = h.json(&["host", "stop-vms", "--json"]);
     let results = report["results"].as_array().unwrap();
-    assert!(results.iter().any(|r| r[0] == "auto" && r[1] == "saved"), "{report}");
-    assert!(results.iter().any(|r| r[0] == "manual" && r[1] == "turned off"), "{report}");
+    assert!(
+        results.iter().any(|r| r[0] == "auto" && r[1] == "saved"),
+        "{report}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| r[0] == "manual" && r[1] == "turned off"),
+        "{report}"
+    );
     assert_eq!(h.state("auto"), "saved");
     assert_eq!(h.state("manual"), "off");
     h.stop_service();
