@@ -307,3 +307,44 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=$((i % 1000)) count=1 
     h.ok(&["vm", "start", "victim"]);
     h.ok(&["vm", "stop", "victim"]);
 }
+
+#[test]
+fn the_console_relays_keystrokes_to_the_guest_and_its_output_back() {
+    use std::io::{Read, Write};
+    let h = Host::new();
+    let g = guest(h.home(), "echo", &[], "echo 'guest: type'\nwhile read line; do echo \"guest got: $line\"; done\n");
+    vm_create(&h, "talk", &g, &[]);
+    h.ok(&["vm", "start", "talk"]);
+    h.wait_console("talk", "guest: type", T);
+    let mut attach = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["vm", "console", "talk"])
+        .env("STRATA_HOME", h.home())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = attach.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("guest got: hello strata") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    attach.stdin.as_mut().unwrap().write_all(b"hello strata\n").unwrap();
+    wait_for("the guest's answer in the log", T, || h.console("talk").contains("guest got: hello strata"));
+    h.ok(&["vm", "stop", "talk"]);
+    // The VM ending ends the attached console.
+    let seen = reader.join().unwrap();
+    assert!(seen.contains("guest got: hello strata"), "{seen}");
+    let status = attach.wait().unwrap();
+    assert!(status.success());
+}
