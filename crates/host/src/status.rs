@@ -33,6 +33,10 @@ pub struct Status {
     /// Whether `stop-vms` stopped it (for the `if-running` start action).
     #[serde(default)]
     pub stopped_by_host: bool,
+    /// The kernel's boot id when the worker started: after a reboot (power loss) no recorded
+    /// process is alive, whatever pid reuse says.
+    #[serde(default)]
+    pub boot: Option<String>,
 }
 
 impl Status {
@@ -46,8 +50,30 @@ impl Status {
             started_at: None,
             last_error: None,
             stopped_by_host: false,
+            boot: None,
         }
     }
+
+    /// Whether this status's worker is alive (same boot, same pid and start time).
+    pub fn worker_alive(&self) -> bool {
+        self.same_boot() && alive(self.worker)
+    }
+
+    /// Whether this status's QEMU is alive.
+    pub fn qemu_alive(&self) -> bool {
+        self.same_boot() && alive(self.qemu)
+    }
+
+    fn same_boot(&self) -> bool {
+        self.boot.as_deref() == Some(boot_id().as_str())
+    }
+}
+
+/// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The status file in `vm_dir`.

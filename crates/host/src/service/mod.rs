@@ -159,7 +159,7 @@ impl Service {
         let config = self.home.load(name)?;
         let dir = self.home.vm_dir(name);
         let mut st = status::read(&dir)?;
-        if st.state.is_active() && !status::alive(st.worker) {
+        if st.state.is_active() && !st.worker_alive() {
             st = self.reconcile(name, st)?;
         }
         Ok((config, st))
@@ -169,7 +169,7 @@ impl Service {
     /// is true now (saved when a complete saved state exists, crashed otherwise).
     fn reconcile(&self, name: &str, mut st: Status) -> Result<Status, HostError> {
         let dir = self.home.vm_dir(name);
-        if status::alive(st.qemu) {
+        if st.qemu_alive() {
             if let Some(pid) = st
                 .qemu
                 .and_then(|(p, _)| rustix::process::Pid::from_raw(i32::try_from(p).ok()?))

@@ -158,6 +158,7 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
         started_at: Some(crate::events::now()),
         last_error: None,
         stopped_by_host: false,
+        boot: Some(status::boot_id()),
     };
     status::write(&dir, &st).map_err(|e| e.to_string())?;
     let fail = |why: String| {

@@ -312,7 +312,12 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=$((i % 1000)) count=1 
 fn the_console_relays_keystrokes_to_the_guest_and_its_output_back() {
     use std::io::{Read, Write};
     let h = Host::new();
-    let g = guest(h.home(), "echo", &[], "echo 'guest: type'\nwhile read line; do echo \"guest got: $line\"; done\n");
+    let g = guest(
+        h.home(),
+        "echo",
+        &[],
+        "echo 'guest: type'\nwhile read line; do echo \"guest got: $line\"; done\n",
+    );
     vm_create(&h, "talk", &g, &[]);
     h.ok(&["vm", "start", "talk"]);
     h.wait_console("talk", "guest: type", T);
@@ -339,8 +344,15 @@ fn the_console_relays_keystrokes_to_the_guest_and_its_output_back() {
         String::from_utf8_lossy(&seen).into_owned()
     });
     std::thread::sleep(Duration::from_millis(500));
-    attach.stdin.as_mut().unwrap().write_all(b"hello strata\n").unwrap();
-    wait_for("the guest's answer in the log", T, || h.console("talk").contains("guest got: hello strata"));
+    attach
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"hello strata\n")
+        .unwrap();
+    wait_for("the guest's answer in the log", T, || {
+        h.console("talk").contains("guest got: hello strata")
+    });
     h.ok(&["vm", "stop", "talk"]);
     // The VM ending ends the attached console.
     let seen = reader.join().unwrap();

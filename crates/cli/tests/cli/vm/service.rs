@@ -113,3 +113,45 @@ fn automatic_stop_and_start_actions() {
     assert!(h.has_event("auto", "vm-restored"));
     h.ok(&["vm", "stop", "auto"]);
 }
+
+#[test]
+fn after_a_power_loss_no_vm_stays_in_a_transitional_state() {
+    let mut h = Host::new();
+    let g = guest(h.home(), "counter", &[], COUNTER);
+    for name in ["was-saving", "was-running"] {
+        vm_create(&h, name, &g, &[]);
+    }
+    h.stop_service();
+    // What a power loss leaves: statuses of VMs that were active in the previous boot, naming
+    // pids that are alive now (this test process, with its real start time).
+    let me = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (name, state) in [("was-saving", "saving"), ("was-running", "running")] {
+        let status = serde_json::json!({
+            "state": state, "worker": [me, start], "qemu": [me, start],
+            "accelerator": "tcg", "boot": "00000000-0000-0000-0000-000000000000"
+        });
+        std::fs::write(
+            h.home().join(format!("vms/{name}/status.json")),
+            status.to_string(),
+        )
+        .unwrap();
+    }
+    h.start_service();
+    for name in ["was-saving", "was-running"] {
+        let shown = h.json(&["vm", "show", name, "--json"]);
+        assert_eq!(shown["state"], "crashed", "{shown}");
+        assert!(h.has_event(name, "vm-reconciled"));
+    }
+    // This process was named as the VMs' QEMU but belongs to another boot: it was not killed,
+    // and the VM starts again.
+    h.ok(&["vm", "start", "was-running"]);
+    h.wait_console("was-running", "count 1", T);
+    h.ok(&["vm", "stop", "was-running"]);
+}
