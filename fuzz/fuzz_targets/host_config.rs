@@ -4,6 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../src/host.rs"]
+mod host;
+
 fuzz_target!(|data: &[u8]| {
-    strata_fuzz::host_config(data);
+    host::host_config(data);
 });
