@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use strata_vhd::{Disk, NewDisk, OpenOptions};
 
+use std::process::Command;
+
 use super::*;
 
 const T: Duration = Duration::from_secs(180);
@@ -99,6 +101,23 @@ poweroff -f
     }
     assert!(h.has_event("markers", "vm-started"));
     assert!(h.has_event("markers", "vm-powered-off"));
+    // Events name who caused them: the API caller (from the socket's credentials), or the guest.
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let ev = h.events("markers");
+    assert!(
+        ev.iter()
+            .any(|e| e["name"] == "vm-starting" && e["user"] == me.trim()),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["name"] == "vm-powered-off" && e["user"] == "guest"),
+        "{ev:?}"
+    );
+    let all = h.json(&["events", "--since", "1h", "--json"]);
+    assert!(all.as_array().unwrap().len() >= ev.len());
+    let future = h.json(&["events", "--since", "2100-01-01T00:00:00Z", "--json"]);
+    assert_eq!(future.as_array().unwrap().len(), 0);
     // The MACs are kept for the VM's life.
     let again = h.json(&["vm", "show", "markers", "--json"]);
     assert_eq!(again["nics"], vm["nics"]);
