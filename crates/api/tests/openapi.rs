@@ -1,0 +1,1003 @@
+//! Checks `docs/openapi.json` against the code: its routes against [`strata_api::ROUTES`], its
+//! references, and each schema against what serde really does with the Rust type (field names,
+//! required fields, nullable fields, defaults, refused unknown fields, enum values). Each check
+//! returns its problems as text; the `*_can_fail` tests break a copy of the document and make sure
+//! the check notices.
+
+use std::collections::BTreeSet;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use strata_api::*;
+
+const SCHEMAS: &str = "#/components/schemas/";
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+fn spec() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid JSON: {e}"))
+}
+
+fn assert_none(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "docs/openapi.json: {what}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn strings(v: Option<&Value>) -> BTreeSet<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// "in the document, not in the code" and the reverse, for two sets of names.
+fn differences(what: &str, doc: &BTreeSet<String>, code: &BTreeSet<String>) -> Vec<String> {
+    differences_with(what, doc, code, "the code")
+}
+
+/// The same, comparing with `other` rather than with the code.
+fn differences_with(
+    what: &str,
+    doc: &BTreeSet<String>,
+    other: &BTreeSet<String>,
+    other_name: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let extra: Vec<&String> = doc.difference(other).collect();
+    let missing: Vec<&String> = other.difference(doc).collect();
+    if !extra.is_empty() {
+        out.push(format!(
+            "{what}: in openapi.json but not in {other_name}: {extra:?}"
+        ));
+    }
+    if !missing.is_empty() {
+        out.push(format!(
+            "{what}: in {other_name} but not in openapi.json: {missing:?}"
+        ));
+    }
+    out
+}
+
+fn schema<'a>(spec: &'a Value, name: &str) -> Option<&'a Value> {
+    spec.pointer(&format!("/components/schemas/{name}"))
+}
+
+/// Every operation: (METHOD, path, path item, operation).
+fn operations(spec: &Value) -> Vec<(String, String, &Value, &Value)> {
+    let mut out = Vec::new();
+    if let Some(paths) = spec.get("paths").and_then(Value::as_object) {
+        for (path, item) in paths {
+            for m in METHODS {
+                if let Some(op) = item.get(m) {
+                    out.push((m.to_uppercase(), path.clone(), item, op));
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes.
+
+fn check_routes(spec: &Value) -> Vec<String> {
+    let doc: BTreeSet<String> = operations(spec)
+        .iter()
+        .map(|(m, p, _, _)| format!("{m} {p}"))
+        .collect();
+    let code: BTreeSet<String> = ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
+    let mut problems = differences("routes (strata_api::ROUTES)", &doc, &code);
+    if code.len() != ROUTES.len() {
+        problems.push("strata_api::ROUTES lists a route twice".to_string());
+    }
+    problems
+}
+
+/// The parameters of `{...}` in `path`.
+fn template_names(path: &str) -> BTreeSet<String> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_operations(spec: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (method, path, item, op) in operations(spec) {
+        let at = format!("{method} {path}");
+        for field in ["operationId", "summary", "description"] {
+            if op
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                problems.push(format!("{at}: no {field}"));
+            }
+        }
+        if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+            if !ids.insert(id.to_string()) {
+                problems.push(format!("{at}: operationId '{id}' is used twice"));
+            }
+        }
+        // Path parameters (of the path item and the operation) are exactly the template's.
+        let params: Vec<&Value> = [item.get("parameters"), op.get("parameters")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .collect();
+        let in_path: BTreeSet<String> = params
+            .iter()
+            .filter(|p| p.get("in") == Some(&json!("path")))
+            .map(|p| {
+                if p.get("required") != Some(&json!(true)) {
+                    problems.push(format!("{at}: path parameter {p} is not required"));
+                }
+                p.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        problems.extend(differences_with(
+            &format!("{at}: path parameters"),
+            &in_path,
+            &template_names(&path),
+            "the path template",
+        ));
+        // One success status: 201 on create, 204 on delete, 200 otherwise; errors are ApiError.
+        let Some(responses) = op.get("responses").and_then(Value::as_object) else {
+            problems.push(format!("{at}: no responses"));
+            continue;
+        };
+        let expected = match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/vms") => "201",
+            ("DELETE", _) => "204",
+            _ => "200",
+        };
+        let success: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
+        if success != [expected] {
+            problems.push(format!(
+                "{at}: success responses {success:?}, expected [{expected}]"
+            ));
+        }
+        for (code, r) in responses {
+            if r.get("description").and_then(Value::as_str).is_none() {
+                problems.push(format!("{at}: response {code} has no description"));
+            }
+            if code.starts_with('4') || code.starts_with('5') {
+                let s = r.pointer("/content/application~1json/schema/$ref");
+                if s != Some(&json!(format!("{SCHEMAS}ApiError"))) {
+                    problems.push(format!("{at}: error response {code} is not an ApiError"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The query parameters of an operation match the fields of the type serde reads them into.
+fn check_query(spec: &Value, method: &str, path: &str, type_name: &str) -> Vec<String> {
+    let Some((_, _, _, op)) = operations(spec)
+        .into_iter()
+        .find(|(m, p, _, _)| m == method && p == path)
+    else {
+        return vec![format!("{method} {path}: no such operation")];
+    };
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for p in op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("in") == Some(&json!("query")))
+    {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+        names.insert(name.to_string());
+        let field = schema(spec, type_name).and_then(|s| s.pointer(&format!("/properties/{name}")));
+        if let Some(field) = field {
+            if p.pointer("/schema/type") != field.get("type") {
+                problems.push(format!(
+                    "{method} {path}: query parameter {name}'s type differs from {type_name}'s"
+                ));
+            }
+        }
+    }
+    let fields = keys(
+        schema(spec, type_name)
+            .and_then(|s| s.get("properties"))
+            .unwrap_or(&Value::Null),
+    );
+    problems.extend(differences(
+        &format!("{method} {path}: query parameters vs {type_name}"),
+        &names,
+        &fields,
+    ));
+    problems
+}
+
+// ---------------------------------------------------------------------------------------------
+// References.
+
+fn collect_refs<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref") {
+                out.push(r);
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
+fn check_refs(spec: &Value) -> Vec<String> {
+    let mut refs = Vec::new();
+    collect_refs(spec, &mut refs);
+    let mut problems = Vec::new();
+    if refs.is_empty() {
+        problems.push("no $ref at all".to_string());
+    }
+    for r in refs {
+        match r.as_str().and_then(|s| s.strip_prefix(SCHEMAS)) {
+            Some(name) if schema(spec, name).is_some() => {}
+            Some(_) => problems.push(format!("$ref {r}: no such schema")),
+            None => problems.push(format!("$ref {r}: not a {SCHEMAS}... reference")),
+        }
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validating a JSON value against the subset of OpenAPI schemas the document uses.
+
+/// Whether `n` is within the schema's `min` and `max` (of a length or a number of items).
+fn count_in(schema: &Value, min: &str, max: &str, n: usize) -> bool {
+    let bound = |k: &str| {
+        schema
+            .get(k)
+            .and_then(Value::as_u64)
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+    };
+    bound(min).is_none_or(|m| n >= m) && bound(max).is_none_or(|m| n <= m)
+}
+
+fn validate(spec: &Value, schema: &Value, v: &Value, at: &str, problems: &mut Vec<String>) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        match r.strip_prefix(SCHEMAS).and_then(|n| self::schema(spec, n)) {
+            Some(s) => validate(spec, s, v, at, problems),
+            None => problems.push(format!("{at}: unresolved $ref {r}")),
+        }
+        return;
+    }
+    if v.is_null() {
+        if schema.get("nullable") != Some(&json!(true)) {
+            problems.push(format!("{at}: null, but the schema is not nullable"));
+        }
+        return;
+    }
+    for s in schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        validate(spec, s, v, at, problems);
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            problems.push(format!("{at}: {v} is not one of {e:?}"));
+        }
+    }
+    let type_ok = match schema.get("type").and_then(Value::as_str) {
+        None => true,
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        Some("array") => v.is_array(),
+        Some("object") => v.is_object(),
+        Some(other) => {
+            problems.push(format!("{at}: unknown type '{other}'"));
+            true
+        }
+    };
+    if !type_ok {
+        problems.push(format!("{at}: {v} is not of type {}", schema["type"]));
+        return;
+    }
+    if let Some(x) = v.as_f64() {
+        if schema
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| x < m)
+        {
+            problems.push(format!("{at}: {v} is below the minimum"));
+        }
+        if schema
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| x > m)
+        {
+            problems.push(format!("{at}: {v} is above the maximum"));
+        }
+    }
+    if let Some(s) = v.as_str() {
+        let n = s.chars().count();
+        if !count_in(schema, "minLength", "maxLength", n) {
+            problems.push(format!("{at}: {v} has the wrong length"));
+        }
+    }
+    if let Some(a) = v.as_array() {
+        if !count_in(schema, "minItems", "maxItems", a.len()) {
+            problems.push(format!("{at}: {} items is out of range", a.len()));
+        }
+        if schema.get("uniqueItems") == Some(&json!(true))
+            && a.iter().enumerate().any(|(i, x)| a[..i].contains(x))
+        {
+            problems.push(format!("{at}: items repeat"));
+        }
+        if let Some(items) = schema.get("items") {
+            for (i, x) in a.iter().enumerate() {
+                validate(spec, items, x, &format!("{at}[{i}]"), problems);
+            }
+        }
+    }
+    if let Some(m) = v.as_object() {
+        for k in strings(schema.get("required")) {
+            if !m.contains_key(&k) {
+                problems.push(format!("{at}: required field {k} is absent"));
+            }
+        }
+        let props = schema.get("properties");
+        for (k, x) in m {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => validate(spec, s, x, &format!("{at}.{k}"), problems),
+                None if schema.get("additionalProperties") == Some(&json!(false)) => {
+                    problems.push(format!("{at}: field {k} is not allowed"));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects: each schema against serde's behaviour with a sample of the Rust type.
+
+/// A Rust type's samples: `full` has every `Option` filled, `minimal` every `Option` empty (and
+/// every defaulted field at its default).
+struct Case {
+    name: &'static str,
+    full: Value,
+    minimal: Value,
+    /// Deserializes into the Rust type and serializes the result.
+    roundtrip: fn(Value) -> Result<Value, String>,
+}
+
+fn roundtrip<T: Serialize + DeserializeOwned>(v: Value) -> Result<Value, String> {
+    let t: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    serde_json::to_value(&t).map_err(|e| e.to_string())
+}
+
+fn case<T: Serialize + DeserializeOwned>(full: &T, minimal: &T) -> Case {
+    let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("");
+    Case {
+        name,
+        full: serde_json::to_value(full).expect("serialize"),
+        minimal: serde_json::to_value(minimal).expect("serialize"),
+        roundtrip: roundtrip::<T>,
+    }
+}
+
+fn s(text: &str) -> String {
+    text.to_string()
+}
+
+fn kernel() -> KernelBoot {
+    KernelBoot {
+        kernel: s("/boot/vmlinuz"),
+        initrd: Some(s("/boot/initrd.img")),
+        cmdline: s("console=ttyS0"),
+    }
+}
+
+fn com() -> ComPort {
+    ComPort {
+        port: 2,
+        kind: ComKind::Socket,
+        path: s("/run/strata/com2.sock"),
+    }
+}
+
+fn details() -> VmDetails {
+    VmDetails {
+        name: s("web-1"),
+        state: VmState::Running,
+        memory_mib: 2048,
+        cpus: 2,
+        id: s("0f8e6a1c2b3d4e5f60718293a4b5c6d7"),
+        notes: s("front end"),
+        boot_order: vec![BootDevice::Cdrom, BootDevice::Disk],
+        disks: vec![DiskInfo {
+            path: s("/vhd/web-1.vhd"),
+            bus: DiskBus::Ide,
+        }],
+        cdrom: Some(s("/iso/install.iso")),
+        nics: vec![NicInfo {
+            model: NicModel::E1000,
+            mac: s("02:53:54:0a:0b:0c"),
+        }],
+        com_ports: vec![com()],
+        kernel: Some(kernel()),
+        accelerator: Accelerator::Kvm,
+        accelerator_setting: Accelerator::Auto,
+        start_action: StartAction::IfRunning,
+        start_delay_secs: 30,
+        stop_action: StopAction::TurnOff,
+        shutdown_timeout_secs: 120,
+        pid: Some(4242),
+        qemu_pid: Some(4243),
+        console_socket: Some(s("/var/lib/strata/run/x/console.sock")),
+        folder: s("/var/lib/strata/vms/web-1"),
+        started_at: Some(s("2026-11-22T10:00:00Z")),
+        last_error: Some(s("QEMU exited with status 1")),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let create = CreateVm {
+        name: s("web-1"),
+        notes: s("front end"),
+        memory_mib: 2048,
+        cpus: 2,
+        boot_order: vec![BootDevice::Network, BootDevice::Disk],
+        disks: vec![DiskSpec {
+            path: s("/vhd/web-1.vhd"),
+            bus: DiskBus::Ide,
+        }],
+        cdrom: Some(s("/iso/install.iso")),
+        nics: vec![NicSpec {
+            model: NicModel::E1000,
+            mac: Some(s("02:53:54:0a:0b:0c")),
+        }],
+        com_ports: vec![com()],
+        kernel: Some(kernel()),
+        accelerator: Accelerator::Tcg,
+        start_action: StartAction::Always,
+        start_delay_secs: 30,
+        stop_action: StopAction::Shutdown,
+        shutdown_timeout_secs: 120,
+    };
+    let set = SetVm {
+        notes: Some(s("back end")),
+        memory_mib: Some(1024),
+        cpus: Some(4),
+        boot_order: Some(vec![BootDevice::Disk]),
+        disks: Some(vec![DiskSpec {
+            path: s("/vhd/db.vhd"),
+            bus: DiskBus::Virtio,
+        }]),
+        cdrom: Some(String::new()),
+        nics: Some(vec![NicSpec {
+            model: NicModel::Virtio,
+            mac: None,
+        }]),
+        com_ports: Some(vec![com()]),
+        accelerator: Some(Accelerator::Kvm),
+        start_action: Some(StartAction::IfRunning),
+        start_delay_secs: Some(0),
+        stop_action: Some(StopAction::Save),
+        shutdown_timeout_secs: Some(3600),
+    };
+    let minimal_details = VmDetails {
+        state: VmState::Off,
+        cdrom: None,
+        kernel: None,
+        accelerator: Accelerator::Auto,
+        pid: None,
+        qemu_pid: None,
+        console_socket: None,
+        started_at: None,
+        last_error: None,
+        ..details()
+    };
+    let event = Event {
+        time: s("2026-11-22T10:00:00.123Z"),
+        code: 322,
+        name: s("vm-shutdown-timed-out"),
+        level: s("warning"),
+        vm: Some(s("web-1")),
+        user: s("alice"),
+        message: s("the guest did not shut down within 60 s: turned off"),
+    };
+    let host = HostInfo {
+        version: s("0.1.0"),
+        home: s("/var/lib/strata"),
+        accelerator: Accelerator::Tcg,
+        kvm_problem: Some(s("/dev/kvm: no such file")),
+        qemu: s("qemu-system-x86_64 8.2.2"),
+        vms: 3,
+    };
+    let summary = VmSummary {
+        name: s("web-1"),
+        state: VmState::Saved,
+        memory_mib: 512,
+        cpus: 1,
+    };
+    let report = StopVmsReport {
+        results: vec![(s("web-1"), s("saved")), (s("db"), s("shut down"))],
+    };
+    let error = ApiError {
+        error: s("no VM named 'x'"),
+        kind: s("not-found"),
+    };
+    vec![
+        case(&create, &CreateVm::named("web-1")),
+        case(&set, &SetVm::default()),
+        case(
+            &DiskSpec {
+                path: s("/vhd/a.vhd"),
+                bus: DiskBus::Ide,
+            },
+            &DiskSpec {
+                path: s("/vhd/a.vhd"),
+                bus: DiskBus::default(),
+            },
+        ),
+        case(
+            &NicSpec {
+                model: NicModel::E1000,
+                mac: Some(s("02:53:54:00:00:01")),
+            },
+            &NicSpec {
+                model: NicModel::default(),
+                mac: None,
+            },
+        ),
+        case(&com(), &com()),
+        case(
+            &kernel(),
+            &KernelBoot {
+                kernel: s("/boot/vmlinuz"),
+                initrd: None,
+                cmdline: String::new(),
+            },
+        ),
+        case(&summary, &summary),
+        case(
+            &DiskInfo {
+                path: s("/vhd/a.vhd"),
+                bus: DiskBus::Virtio,
+            },
+            &DiskInfo {
+                path: s("/vhd/a.vhd"),
+                bus: DiskBus::Ide,
+            },
+        ),
+        case(
+            &NicInfo {
+                model: NicModel::Virtio,
+                mac: s("02:53:54:00:00:01"),
+            },
+            &NicInfo {
+                model: NicModel::E1000,
+                mac: s("02:53:54:00:00:02"),
+            },
+        ),
+        case(&details(), &minimal_details),
+        case(
+            &ShutdownRequest {
+                timeout_secs: Some(30),
+            },
+            &ShutdownRequest::default(),
+        ),
+        case(&DeleteQuery { delete_disks: true }, &DeleteQuery::default()),
+        case(
+            &EventQuery {
+                vm: Some(s("web-1")),
+                since: Some(s("2026-11-22T10:00:00Z")),
+            },
+            &EventQuery::default(),
+        ),
+        case(
+            &event,
+            &Event {
+                vm: None,
+                ..event.clone()
+            },
+        ),
+        case(
+            &host,
+            &HostInfo {
+                kvm_problem: None,
+                ..host.clone()
+            },
+        ),
+        case(&report, &StopVmsReport { results: vec![] }),
+        case(&error, &error),
+    ]
+}
+
+fn without(v: &Value, key: &str) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove(key);
+    }
+    v
+}
+
+fn check_object(spec: &Value, c: &Case) -> Vec<String> {
+    let name = c.name;
+    let Some(schema) = schema(spec, name) else {
+        return vec![format!("{name}: no schema")];
+    };
+    let mut problems = Vec::new();
+    let props = schema.get("properties").unwrap_or(&Value::Null);
+    if schema.get("type") != Some(&json!("object")) {
+        problems.push(format!("{name}: not of type object"));
+    }
+    if schema.get("description").and_then(Value::as_str).is_none() {
+        problems.push(format!("{name}: no description"));
+    }
+    // The field names.
+    problems.extend(differences(
+        &format!("{name}'s fields"),
+        &keys(props),
+        &keys(&c.full),
+    ));
+    for (k, p) in props.as_object().into_iter().flatten() {
+        if p.get("description").and_then(Value::as_str).is_none() {
+            problems.push(format!("{name}.{k}: no description"));
+        }
+    }
+    for (k, v) in c.full.as_object().into_iter().flatten() {
+        if v.is_null() {
+            problems.push(format!(
+                "{name}.{k}: the test's full sample leaves it empty"
+            ));
+        }
+    }
+    // Both samples are valid.
+    validate(spec, schema, &c.full, name, &mut problems);
+    validate(spec, schema, &c.minimal, name, &mut problems);
+    // Nullable exactly where serde writes null.
+    for (k, p) in props.as_object().into_iter().flatten() {
+        let nullable = p.get("nullable") == Some(&json!(true));
+        let null = c.minimal.get(k).is_some_and(Value::is_null);
+        if nullable != null {
+            problems.push(format!(
+                "{name}.{k}: nullable is {nullable}, but serde {} null",
+                if null { "writes" } else { "never writes" }
+            ));
+        }
+    }
+    // Request bodies refuse unknown fields: additionalProperties false.
+    let mut unknown = c.full.clone();
+    if let Some(m) = unknown.as_object_mut() {
+        m.insert(s("no_such_field"), json!(1));
+    }
+    let closed = (c.roundtrip)(unknown).is_err();
+    let declared_closed = schema.get("additionalProperties") == Some(&json!(false));
+    if closed != declared_closed {
+        problems.push(format!(
+            "{name}: additionalProperties false is {declared_closed}, but serde {} unknown fields",
+            if closed { "refuses" } else { "accepts" }
+        ));
+    }
+    if let Err(e) = (c.roundtrip)(c.full.clone()) {
+        problems.push(format!("{name}: the full sample does not deserialize: {e}"));
+    }
+    // Required: for requests, the fields serde can't do without; for replies, the fields always
+    // written.
+    let required = strings(schema.get("required"));
+    let expected: BTreeSet<String> = if closed {
+        keys(&c.full)
+            .into_iter()
+            .filter(|k| (c.roundtrip)(without(&c.full, k)).is_err())
+            .collect()
+    } else {
+        keys(&c.minimal)
+    };
+    problems.extend(differences(
+        &format!("{name}'s required fields"),
+        &required,
+        &expected,
+    ));
+    // Defaults: a request with only the required fields gets exactly the documented defaults.
+    if closed {
+        let mut bare = Map::new();
+        for k in &expected {
+            bare.insert(k.clone(), c.full[k.as_str()].clone());
+        }
+        match (c.roundtrip)(Value::Object(bare)) {
+            Err(e) => problems.push(format!("{name}: the required fields alone don't do: {e}")),
+            Ok(got) => {
+                for (k, p) in props.as_object().into_iter().flatten() {
+                    if required.contains(k) {
+                        continue;
+                    }
+                    if p.get("default") != got.get(k) {
+                        problems.push(format!(
+                            "{name}.{k}: documented default {:?}, serde's default {:?}",
+                            p.get("default"),
+                            got.get(k)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enums.
+
+/// Every variant of an enum; the match stops compiling when a variant is added.
+macro_rules! variants {
+    ($ty:ident: $($v:ident),+ $(,)?) => {{
+        #[allow(dead_code)]
+        fn exhaustive(x: $ty) {
+            match x {
+                $($ty::$v)|+ => {}
+            }
+        }
+        (stringify!($ty), vec![$(serde_json::to_value($ty::$v).expect("serialize")),+])
+    }};
+}
+
+fn enums() -> Vec<(&'static str, Vec<Value>)> {
+    vec![
+        variants!(VmState: Off, Starting, Running, Paused, Saving, Saved, Stopping, Crashed),
+        variants!(Accelerator: Auto, Kvm, Tcg),
+        variants!(DiskBus: Ide, Virtio),
+        variants!(NicModel: Virtio, E1000),
+        variants!(BootDevice: Disk, Cdrom, Network),
+        variants!(StartAction: Never, Always, IfRunning),
+        variants!(StopAction: Save, Shutdown, TurnOff),
+        variants!(ComKind: File, Socket),
+    ]
+}
+
+fn check_enum(spec: &Value, name: &str, values: &[Value]) -> Vec<String> {
+    let Some(schema) = schema(spec, name) else {
+        return vec![format!("{name}: no schema")];
+    };
+    let mut problems = Vec::new();
+    if schema.get("type") != Some(&json!("string")) {
+        problems.push(format!("{name}: not of type string"));
+    }
+    if schema.get("description").and_then(Value::as_str).is_none() {
+        problems.push(format!("{name}: no description"));
+    }
+    let listed = schema.get("enum").and_then(Value::as_array);
+    let doc = strings(schema.get("enum"));
+    if listed.map_or(0, Vec::len) != doc.len() {
+        problems.push(format!(
+            "{name}: a value is listed twice (or is not a string)"
+        ));
+    }
+    let code = strings(Some(&Value::Array(values.to_vec())));
+    problems.extend(differences(&format!("{name}'s values"), &doc, &code));
+    problems
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn header() {
+    let spec = spec();
+    assert_eq!(spec["openapi"], "3.0.3");
+    assert_eq!(spec["info"]["title"], "Strata host service API");
+    let description = spec["info"]["description"].as_str().unwrap_or("");
+    for words in [
+        "$STRATA_HOME/api.sock",
+        "/var/lib/strata/api.sock",
+        "TCP",
+        "peer credentials",
+    ] {
+        assert!(
+            description.contains(words),
+            "info.description does not mention {words}"
+        );
+    }
+}
+
+#[test]
+fn routes_are_exactly_strata_api_routes() {
+    assert_none("routes", &check_routes(&spec()));
+}
+
+#[test]
+fn operations_are_complete() {
+    let spec = spec();
+    let mut problems = check_operations(&spec);
+    problems.extend(check_query(
+        &spec,
+        "DELETE",
+        "/v1/vms/{name}",
+        "DeleteQuery",
+    ));
+    problems.extend(check_query(&spec, "GET", "/v1/events", "EventQuery"));
+    assert_none("operations", &problems);
+}
+
+#[test]
+fn every_ref_resolves() {
+    assert_none("references", &check_refs(&spec()));
+}
+
+#[test]
+fn object_schemas_match_serde() {
+    let spec = spec();
+    let problems: Vec<String> = cases()
+        .iter()
+        .flat_map(|c| check_object(&spec, c))
+        .collect();
+    assert_none("object schemas", &problems);
+}
+
+#[test]
+fn enum_schemas_match_serde() {
+    let spec = spec();
+    let problems: Vec<String> = enums()
+        .iter()
+        .flat_map(|(name, values)| check_enum(&spec, name, values))
+        .collect();
+    assert_none("enum schemas", &problems);
+}
+
+/// Every type of `src/types.rs` has a schema and a case in this test, and every schema is a type.
+#[test]
+fn every_type_has_a_schema() {
+    let source = include_str!("../src/types.rs");
+    let types: BTreeSet<String> = source
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            l.strip_prefix("pub struct ")
+                .or_else(|| l.strip_prefix("pub enum "))
+        })
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    let schemas = keys(&spec()["components"]["schemas"]);
+    let tested: BTreeSet<String> = cases()
+        .iter()
+        .map(|c| c.name.to_string())
+        .chain(enums().iter().map(|(n, _)| n.to_string()))
+        .collect();
+    let mut problems = differences("schemas vs types.rs", &schemas, &types);
+    problems.extend(differences(
+        "types tested here vs types.rs",
+        &tested,
+        &types,
+    ));
+    assert_none("schemas", &problems);
+}
+
+// The checks notice a broken document.
+
+#[test]
+fn route_check_can_fail() {
+    let mut spec = spec();
+    let paths = spec["paths"].as_object_mut().expect("paths");
+    paths.remove("/v1/events");
+    paths.insert(s("/v1/nothing"), json!({"get": {}}));
+    let problems = check_routes(&spec);
+    let text = problems.join("\n");
+    assert!(
+        text.contains("GET /v1/events") && text.contains("GET /v1/nothing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ref_check_can_fail() {
+    let mut spec = spec();
+    spec["paths"]["/v1/host"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/Nothing"});
+    let problems = check_refs(&spec).join("\n");
+    assert!(
+        problems.contains("schemas/Nothing\": no such schema"),
+        "{problems}"
+    );
+}
+
+/// Breaks a schema.
+type Breakage = fn(&mut Map<String, Value>);
+
+#[test]
+fn object_check_can_fail() {
+    let cases = cases();
+    let create = cases
+        .iter()
+        .find(|c| c.name == "CreateVm")
+        .expect("CreateVm");
+    let details = cases
+        .iter()
+        .find(|c| c.name == "VmDetails")
+        .expect("VmDetails");
+    let breakages: [(&Case, Breakage); 6] = [
+        // A misspelt field.
+        (create, |o| {
+            let props = o["properties"].as_object_mut().expect("properties");
+            let notes = props.remove("notes").expect("notes");
+            props.insert(s("note"), notes);
+        }),
+        // A wrong default.
+        (create, |o| {
+            o["properties"]["memory_mib"]["default"] = json!(1024)
+        }),
+        // A field wrongly required.
+        (create, |o| o["required"] = json!(["name", "cpus"])),
+        // Unknown fields wrongly allowed.
+        (create, |o| {
+            o.remove("additionalProperties");
+        }),
+        // A nullable field not marked so.
+        (details, |o| {
+            o["properties"]["pid"]
+                .as_object_mut()
+                .expect("pid")
+                .remove("nullable");
+        }),
+        // A wrong type.
+        (details, |o| {
+            o["properties"]["cpus"]["type"] = json!("string")
+        }),
+    ];
+    for (i, (c, breakage)) in breakages.into_iter().enumerate() {
+        let mut spec = spec();
+        let schema = spec["components"]["schemas"][c.name]
+            .as_object_mut()
+            .expect("schema");
+        breakage(schema);
+        assert!(
+            !check_object(&spec, c).is_empty(),
+            "breakage {i} of {} went unnoticed",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn enum_check_can_fail() {
+    let mut spec = spec();
+    let values = spec["components"]["schemas"]["StopAction"]["enum"]
+        .as_array_mut()
+        .expect("enum");
+    values.retain(|v| v != "turn-off");
+    values.push(json!("turn_off"));
+    let (name, values) = &enums()[6];
+    assert_eq!(*name, "StopAction");
+    let problems = check_enum(&spec, name, values).join("\n");
+    assert!(
+        problems.contains("turn-off") && problems.contains("turn_off"),
+        "{problems}"
+    );
+}
