@@ -70,6 +70,8 @@ pub enum VmCommand {
         name: String,
         #[arg(long)]
         delete_disks: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Attach to a VM's serial console (COM1); Ctrl-] detaches. --log prints what it has shown.
     Console {
@@ -376,12 +378,22 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Resume(t) => action(&c, &t, "resume", None)?,
         VmCommand::Save(t) => action(&c, &t, "save", None)?,
         VmCommand::DiscardSaved(t) => action(&c, &t, "discard-saved", None)?,
-        VmCommand::Delete { name, delete_disks } => {
+        VmCommand::Delete {
+            name,
+            delete_disks,
+            json,
+        } => {
             c.text(
                 "DELETE",
                 &format!("{}?delete_disks={delete_disks}", path(&name)),
                 None,
             )?;
+            if json {
+                print_json(
+                    &json!({ "name": name, "deleted": true, "disks_deleted": delete_disks }),
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "Deleted VM '{name}'{}.",
                 if delete_disks {

@@ -46,6 +46,16 @@ pub struct ServeOptions {
 /// start reattaches to them.
 pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
     let service = Arc::new(Service::new(&opts.home, opts.worker.clone())?);
+    // One service per data folder, whatever socket each is given; the lock goes with the process.
+    let lock_path = service.home().root().join("service.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| HostError::io(&lock_path, "open", e))?;
+    if lock.try_lock().is_err() {
+        return Err(HostError::Conflict(format!(
+            "{}: another host service already runs on this data folder",
+            service.home().root().display()
+        )));
+    }
     let socket = opts
         .socket
         .clone()

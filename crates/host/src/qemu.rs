@@ -43,6 +43,20 @@ pub fn cpu_model(accel: Accelerator) -> &'static str {
     }
 }
 
+/// The host CPU's model name (`/proc/cpuinfo`): a KVM guest's state (CPU model `host`) restores
+/// only on the same kind of CPU.
+pub fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// Whether KVM can run a guest on this host: `Ok` or the reason it can't. `/dev/kvm` existing is
 /// not enough (nested or sandboxed hosts expose a KVM that can't run Linux), so QEMU boots a
 /// 512-byte boot sector under KVM with the baseline x86-64 CPU model enforced; it writes to the
@@ -148,9 +162,14 @@ fn ide_slot(n: usize) -> (usize, usize) {
     (n / 2, n % 2)
 }
 
-/// QEMU's arguments for `vm` (without the binary). QEMU starts paused (`-S`); with `incoming` it
-/// waits for `migrate-incoming` (restore).
-pub fn args(vm: &CreateVm, accel: Accelerator, sockets: &Sockets, incoming: bool) -> Vec<String> {
+/// QEMU's arguments for `vm` (without the binary). QEMU starts paused (`-S`); with `incoming`
+/// (the versioned machine type the state was saved with) it waits for `migrate-incoming`.
+pub fn args(
+    vm: &CreateVm,
+    accel: Accelerator,
+    sockets: &Sockets,
+    incoming: Option<&str>,
+) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&[
@@ -265,7 +284,7 @@ pub fn args(vm: &CreateVm, accel: Accelerator, sockets: &Sockets, incoming: bool
             push(&["-append", &k.cmdline]);
         }
     }
-    if incoming {
+    if incoming.is_some() {
         push(&["-incoming", "defer"]);
     }
     a

@@ -1,20 +1,34 @@
-//! The worker's QMP connection to its QEMU, through the `qapi` crate (typed commands generated from
-//! QEMU's schema). Commands are serialized by a mutex; events are drained and dropped after each
-//! command: the worker learns how QEMU ended from its exit status and its own intent.
+//! The worker's QMP connection to its QEMU.
+//!
+//! Written by hand rather than with the `qapi` crate: its synchronous client decodes every
+//! message into enums generated from one QEMU schema (9.x for qapi 0.15), so an event that QEMU
+//! 10 has and that schema lacks fails the command being executed and leaves its reply unread:
+//! the stream falls out of step. Here a reader thread parses each line as plain JSON, routes
+//! replies to their command by `id`, and keeps what the worker needs from events (why QEMU shut
+//! down). Commands are QMP's JSON; the few the worker uses are methods below.
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use qapi::qmp;
+use serde_json::{json, Value};
 
-type Stream = qapi::Stream<BufReader<UnixStream>, UnixStream>;
+/// How long a command may take before QEMU counts as hung.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Pending = Arc<Mutex<HashMap<u64, Sender<Result<Value, String>>>>>;
 
 /// A QMP connection.
 pub struct Qmp {
-    inner: Mutex<qapi::Qmp<Stream>>,
+    writer: Mutex<(UnixStream, u64)>,
+    pending: Pending,
+    shutdown: Arc<Mutex<Option<String>>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Qmp {
@@ -40,78 +54,175 @@ impl Qmp {
             }
         };
         let io = |e: std::io::Error| format!("QMP: {e}");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(io)?;
         let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
-        // The greeting is read here rather than by `qapi::Qmp::handshake`, which panics when QEMU
-        // closes the socket before greeting; nothing else arrives before the reply to
-        // `qmp_capabilities`, so the buffered reader can be handed over.
         let mut greeting = String::new();
         if reader.read_line(&mut greeting).map_err(io)? == 0 {
             return Err("QEMU closed its monitor before greeting".to_string());
         }
-        let mut q = qapi::Qmp::new(qapi::Stream::new(reader, stream));
-        q.execute(&qmp::qmp_capabilities { enable: None })
-            .map_err(|e| format!("QMP capabilities: {e}"))?;
-        Ok(Self {
-            inner: Mutex::new(q),
-        })
+        let pending: Pending = Arc::default();
+        let shutdown = Arc::new(Mutex::new(None));
+        let (p, s) = (pending.clone(), shutdown.clone());
+        let handle = std::thread::spawn(move || read_loop(reader, &p, &s));
+        let qmp = Self {
+            writer: Mutex::new((stream, 0)),
+            pending,
+            shutdown,
+            reader: Mutex::new(Some(handle)),
+        };
+        qmp.execute("qmp_capabilities", None)?;
+        Ok(qmp)
     }
 
-    /// Runs a command and returns its result.
-    pub fn execute<C: qapi::Command>(&self, command: &C) -> Result<C::Ok, String> {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let result = q
-            .execute(command)
-            .map_err(|e| format!("QMP {}: {e}", C::NAME));
-        q.events().for_each(drop);
-        result
+    /// Runs `command` with `arguments` and returns its `return` value.
+    pub fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
+        let (tx, rx) = channel();
+        {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.1 += 1;
+            let id = w.1;
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, tx);
+            let mut msg = json!({ "execute": command, "id": id });
+            if let Some(a) = arguments {
+                msg["arguments"] = a;
+            }
+            let mut line = msg.to_string();
+            line.push('\n');
+            if let Err(e) = w.0.write_all(line.as_bytes()) {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                return Err(format!("QMP {command}: {e}"));
+            }
+        }
+        match rx.recv_timeout(REPLY_TIMEOUT) {
+            Ok(r) => r.map_err(|e| format!("QMP {command}: {e}")),
+            Err(_) => Err(format!("QMP {command}: QEMU did not answer")),
+        }
+    }
+
+    /// Waits until QEMU has closed the monitor (after it exits), so that every event it sent has
+    /// been seen; then why it shut down (the `reason` of its last `SHUTDOWN` event), if it said.
+    pub fn shutdown_reason(&self) -> Option<String> {
+        if let Some(h) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        self.shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `stop`: pauses the CPUs.
     pub fn stop(&self) -> Result<(), String> {
-        self.execute(&qmp::stop {}).map(drop)
+        self.execute("stop", None).map(drop)
     }
 
     /// `cont`: resumes the CPUs.
     pub fn cont(&self) -> Result<(), String> {
-        self.execute(&qmp::cont {}).map(drop)
+        self.execute("cont", None).map(drop)
+    }
+
+    /// The versioned name of the machine type QEMU runs (`pc` → `pc-i440fx-10.0`), which a saved
+    /// state must be restored with.
+    pub fn machine(&self) -> Result<String, String> {
+        let list = self.execute("query-machines", None)?;
+        list.as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|m| m["alias"] == "pc")
+                    .and_then(|m| m["name"].as_str())
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| "QEMU does not list the machine type 'pc'".to_string())
     }
 
     /// Saves the (paused) VM's state to `file` and waits for the end.
     pub fn migrate_to_file(&self, file: &Path) -> Result<(), String> {
-        self.execute(&qmp::migrate {
-            uri: Some(format!("file:{}", file.display())),
-            channels: None,
-            detach: None,
-            resume: None,
-        })?;
+        let uri = format!("file:{}", file.display());
+        self.execute("migrate", Some(json!({ "uri": uri })))?;
         self.wait_migration()
     }
 
     /// Loads the state saved in `file` (QEMU started with `-incoming defer`) and waits for the end.
     pub fn migrate_from_file(&self, file: &Path) -> Result<(), String> {
-        self.execute(&qmp::migrate_incoming {
-            uri: Some(format!("file:{}", file.display())),
-            channels: None,
-            exit_on_error: Some(false),
-        })?;
+        let uri = format!("file:{}", file.display());
+        self.execute(
+            "migrate-incoming",
+            Some(json!({ "uri": uri, "exit-on-error": false })),
+        )?;
         self.wait_migration()
     }
 
     fn wait_migration(&self) -> Result<(), String> {
+        let start = Instant::now();
         loop {
-            let info = self.execute(&qmp::query_migrate {})?;
-            match info.status {
-                Some(qmp::MigrationStatus::completed) => return Ok(()),
-                Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
-                    return Err(info
-                        .error_desc
-                        .unwrap_or_else(|| "the migration failed".to_string()))
+            let info = self.execute("query-migrate", None)?;
+            match info["status"].as_str() {
+                Some("completed") => return Ok(()),
+                Some("failed" | "cancelled") => {
+                    return Err(info["error-desc"]
+                        .as_str()
+                        .unwrap_or("the migration failed")
+                        .to_string())
+                }
+                _ if start.elapsed() > Duration::from_secs(1800) => {
+                    return Err("the migration did not end within 30 minutes".to_string())
                 }
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
         }
+    }
+}
+
+/// Routes replies to their waiting command and records shut-down reasons, until QEMU closes
+/// the monitor; then fails whatever still waits.
+fn read_loop(
+    mut reader: BufReader<UnixStream>,
+    pending: &Pending,
+    shutdown: &Mutex<Option<String>>,
+) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if msg["event"] == "SHUTDOWN" {
+            let reason = msg["data"]["reason"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string();
+            *shutdown.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            continue;
+        }
+        let Some(id) = msg["id"].as_u64() else {
+            continue;
+        };
+        let Some(tx) = pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+        else {
+            continue;
+        };
+        let result = match msg.get("return") {
+            Some(r) => Ok(r.clone()),
+            None => Err(msg["error"]["desc"]
+                .as_str()
+                .unwrap_or("QEMU refused the command")
+                .to_string()),
+        };
+        let _ = tx.send(result);
+    }
+    for (_, tx) in pending.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        let _ = tx.send(Err("QEMU closed its monitor".to_string()));
     }
 }

@@ -33,6 +33,9 @@ pub struct Status {
     /// Whether `stop-vms` stopped it (for the `if-running` start action).
     #[serde(default)]
     pub stopped_by_host: bool,
+    /// Whether the worker is loading the saved state (which stays valid until it is loaded).
+    #[serde(default)]
+    pub restoring: bool,
     /// The kernel's boot id when the worker started: after a reboot (power loss) no recorded
     /// process is alive, whatever pid reuse says.
     #[serde(default)]
@@ -50,6 +53,7 @@ impl Status {
             started_at: None,
             last_error: None,
             stopped_by_host: false,
+            restoring: false,
             boot: None,
         }
     }

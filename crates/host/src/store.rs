@@ -74,7 +74,7 @@ impl Home {
 
     /// A running VM's socket folder (short, for `sun_path`).
     pub fn run_dir(&self, id: &str) -> PathBuf {
-        self.root.join("run").join(&id[..id.len().min(16)])
+        self.root.join("run").join(id.get(..16).unwrap_or(id))
     }
 
     /// The names of all VMs, sorted.
@@ -110,6 +110,13 @@ impl Home {
                 path.display()
             ))
         })?;
+        let id_ok = config.id.len() == 32 && config.id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !id_ok || config.vm.name != name {
+            return Err(HostError::Corrupt(format!(
+                "{}: the id must be 32 hex digits and the name the folder's ('{name}'): was the folder copied or renamed by hand? Give it back its name, or delete it",
+                path.display()
+            )));
+        }
         if config.schema != SCHEMA {
             return Err(HostError::Corrupt(format!(
                 "{}: schema version {} is not supported by this Strata (it reads version {SCHEMA})",
@@ -137,8 +144,11 @@ impl Home {
 /// Writes `path` through a temporary file in the same folder, fsynced, then renamed over it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), HostError> {
     use std::io::Write;
+    // A name of its own per writer: the service and a worker may write one file at once.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
+    tmp.push(format!(".{}.{seq}.partial", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -20,7 +20,10 @@ fn busy(name: &str, state: VmState, what: &str) -> HostError {
     let advice = match state {
         VmState::Running => "shut it down, turn it off or save it first",
         VmState::Paused => "resume it and shut it down, or turn it off or save it first",
-        VmState::Saved => "start it and shut it down, or discard its saved state first",
+        VmState::Saved if what.starts_with("change") || what.starts_with("delete") => {
+            "start it and shut it down, or discard its saved state first"
+        }
+        VmState::Saved => "start it first: it resumes from its saved state",
         VmState::Starting | VmState::Saving | VmState::Stopping => "wait until it finishes",
         VmState::Off | VmState::Crashed => "start it first",
     };
@@ -35,7 +38,7 @@ impl Service {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let _d = self.define.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut c, st) = self.current(name)?;
+        let (mut c, st) = self.current_locked(name)?;
         let offline = [
             ("memory", set.memory_mib.is_some()),
             ("processors", set.cpus.is_some()),
@@ -81,6 +84,11 @@ impl Service {
             changed.push("CD/DVD");
         }
         if let Some(mut nics) = set.nics {
+            for n in &mut nics {
+                if let Some(m) = &n.mac {
+                    n.mac = Some(validate::mac(m)?);
+                }
+            }
             let others = self.others(name);
             let mut taken: HashSet<String> = others
                 .iter()
@@ -122,7 +130,7 @@ impl Service {
     ) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (c, st) = self.current(name)?;
+        let (c, st) = self.current_locked(name)?;
         if st.state.is_active() {
             return Err(busy(name, st.state, "delete it"));
         }
@@ -165,10 +173,15 @@ impl Service {
     pub(super) fn start(&self, name: &str, user: &str) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (c, st) = self.current(name)?;
+        let (c, st) = self.current_locked(name)?;
         let restore = match st.state {
             VmState::Off | VmState::Crashed => false,
             VmState::Saved => true,
+            VmState::Paused => {
+                return Err(HostError::Conflict(format!(
+                    "VM '{name}' is paused: resume it instead"
+                )))
+            }
             other => {
                 return Err(HostError::Conflict(format!(
                     "VM '{name}' is {}: it is already started",
@@ -209,15 +222,33 @@ impl Service {
                 accel.as_str()
             ),
         );
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| HostError::Internal(format!("cannot start the VM's worker: {e}")))?;
-        let mut line = String::new();
+        let mut child = cmd.spawn().map_err(|e| {
+            let why = format!("cannot start the VM's worker: {e}");
+            self.events.log(Code::VmStartFailed, Some(name), user, &why);
+            HostError::Internal(why)
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
         if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
         }
+        let worker_pid = child.id();
         // Reap the worker whenever it ends (a restarted service is not its parent any more).
         std::thread::spawn(move || child.wait());
+        // Loading a large saved state takes a while; a worker silent for longer is stuck.
+        let line = rx
+            .recv_timeout(Duration::from_secs(900))
+            .unwrap_or_else(|_| {
+                if let Some(pid) =
+                    rustix::process::Pid::from_raw(i32::try_from(worker_pid).unwrap_or(0))
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                "error: the worker did not report within 15 minutes and was killed".to_string()
+            });
         match line.trim() {
             "ready" => Ok(()),
             other => {
@@ -245,14 +276,18 @@ impl Service {
         } else {
             Some(lock.lock().unwrap_or_else(|p| p.into_inner()))
         };
-        let (c, st) = self.current(name)?;
+        let (c, st) = if _g.is_some() {
+            self.current_locked(name)?
+        } else {
+            self.current(name)?
+        };
         let verb = match op {
             "stop" => "turn it off",
             "shutdown" => "shut it down",
             "save" => "save its state",
             other => other,
         };
-        if !st.state.is_active() {
+        if !st.state.is_active() || st.state == VmState::Starting {
             return Err(busy(name, st.state, verb));
         }
         let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
@@ -263,7 +298,11 @@ impl Service {
             timeout_secs: timeout,
         };
         let limit = Duration::from_secs(u64::from(timeout) + 600);
-        let reply = worker::request(&socket, &req, limit).map_err(HostError::Internal)?;
+        let reply = worker::request(&socket, &req, limit).map_err(|e| {
+            HostError::Conflict(format!(
+                "VM '{name}': its worker did not answer ({e}); `strata vm show {name}` tells its state now"
+            ))
+        })?;
         match reply.error {
             None => Ok(()),
             Some(e) => Err(HostError::Conflict(e)),
@@ -273,7 +312,7 @@ impl Service {
     pub(super) fn discard_saved(&self, name: &str, user: &str) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, mut st) = self.current(name)?;
+        let (_, mut st) = self.current_locked(name)?;
         if st.state != VmState::Saved {
             return Err(HostError::Conflict(format!(
                 "VM '{name}' is {}: it has no saved state",
@@ -390,6 +429,21 @@ fn check_saved(name: &str, dir: &std::path::Path, accel: Accelerator) -> Result<
         )));
     }
     let cpu = crate::qemu::cpu_model(accel);
+    let host_cpu = crate::qemu::host_cpu();
+    if accel == Accelerator::Kvm && saved.host_cpu != host_cpu {
+        return Err(HostError::Conflict(format!(
+            "VM '{name}' was saved under KVM on a '{}' CPU; this host has a '{host_cpu}': a saved state can't be restored on a different kind of host. Restore it where it was saved, or discard the saved state (`strata vm discard-saved {name}`)",
+            saved.host_cpu
+        )));
+    }
+    for d in &saved.disks {
+        if worker::DiskPrint::of(&d.path).ok().as_ref() != Some(d) {
+            return Err(HostError::Conflict(format!(
+                "VM '{name}': disk '{}' has changed (or is gone) since the VM's state was saved; resuming would show the guest a disk that no longer matches its memory. Put the disk back as it was, or discard the saved state (`strata vm discard-saved {name}`)",
+                d.path
+            )));
+        }
+    }
     if saved.accelerator != accel || saved.cpu != cpu {
         return Err(HostError::Conflict(format!(
             "VM '{name}' was saved running under {} with CPU model '{}', but would start here under {} with CPU model '{cpu}': a saved state can't be restored on a different kind of host. Restore it where it was saved, set its accelerator to {}, or discard the saved state (`strata vm discard-saved {name}`)",

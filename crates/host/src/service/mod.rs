@@ -153,15 +153,37 @@ impl Service {
         }
     }
 
-    /// The VM's configuration and reconciled status.
+    /// The VM's configuration and reconciled status, for a caller that does not hold the VM's
+    /// lock (a stale status is reconciled under it).
     fn current(&self, name: &str) -> Result<(VmConfig, Status), HostError> {
-        validate::name(name).map_err(|_| HostError::NotFound(format!("no VM named '{name}'")))?;
-        let config = self.home.load(name)?;
-        let dir = self.home.vm_dir(name);
-        let mut st = status::read(&dir)?;
+        let (config, st) = self.read(name)?;
+        if st.state.is_active() && !st.worker_alive() {
+            let lock = self.lock(name);
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            return self.current_locked(name);
+        }
+        Ok((config, st))
+    }
+
+    /// The same, for a caller that holds the VM's lock.
+    fn current_locked(&self, name: &str) -> Result<(VmConfig, Status), HostError> {
+        let (config, mut st) = self.read(name)?;
         if st.state.is_active() && !st.worker_alive() {
             st = self.reconcile(name, st)?;
         }
+        Ok((config, st))
+    }
+
+    fn read(&self, name: &str) -> Result<(VmConfig, Status), HostError> {
+        validate::name(name).map_err(|_| HostError::NotFound(format!("no VM named '{name}'")))?;
+        let config = self.home.load(name)?;
+        let dir = self.home.vm_dir(name);
+        // An unreadable status (a torn write on a full disk …) must not make the VM vanish.
+        let st = status::read(&dir).unwrap_or_else(|e| Status {
+            state: VmState::Crashed,
+            last_error: Some(format!("{e}: assumed crashed")),
+            ..Status::off()
+        });
         Ok((config, st))
     }
 
@@ -180,7 +202,9 @@ impl Service {
         let (image, meta) = crate::worker::saved_files(&dir);
         let was = st.state;
         let worker = st.worker.map_or(0, |w| w.0);
-        if image.exists() && meta.exists() && was == VmState::Saving {
+        // A saved state is complete once its metadata exists (written last), and stays valid
+        // while a restore has not loaded it.
+        if image.exists() && meta.exists() && (was == VmState::Saving || st.restoring) {
             st.state = VmState::Saved;
         } else {
             st.state = VmState::Crashed;
@@ -191,6 +215,9 @@ impl Service {
         }
         st.worker = None;
         st.qemu = None;
+        st.restoring = false;
+        // It was running when it stopped: the "if running" start action brings it back.
+        st.stopped_by_host = true;
         status::write(&dir, &st)?;
         self.events.log(
             Code::VmReconciled,
@@ -210,7 +237,7 @@ impl Service {
         for name in self.home.names() {
             let lock = self.lock(&name);
             let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-            match self.current(&name) {
+            match self.current_locked(&name) {
                 Ok((_, st)) if st.state.is_active() => self.events.log(
                     Code::VmReattached,
                     Some(&name),
@@ -339,7 +366,9 @@ impl Service {
             )));
         }
         let path = self.home.vm_dir(name).join("console.log");
-        let data = std::fs::read(&path).unwrap_or_default();
+        // The previous file first: right after a rotation the current one is nearly empty.
+        let mut data = std::fs::read(path.with_extension("log.1")).unwrap_or_default();
+        data.extend(std::fs::read(&path).unwrap_or_default());
         let start = data.len().saturating_sub(1 << 20);
         Ok(String::from_utf8_lossy(&data[start..]).into_owned())
     }

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qapi::qmp;
 use serde::{Deserialize, Serialize};
 use strata_api::VmState;
 
@@ -134,7 +133,7 @@ fn execute(shared: &Shared, req: &ControlRequest) -> Result<VmState, String> {
             Ok(VmState::Running)
         }
         ("reset", VmState::Running | VmState::Paused) => {
-            shared.qmp.execute(&qmp::system_reset {})?;
+            shared.qmp.execute("system_reset", None)?;
             shared.log(Code::VmReset, user, "reset");
             Ok(state)
         }
@@ -156,7 +155,7 @@ fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, String
         user,
         &format!("shut-down requested (ACPI power button); turned off after {timeout} s if the guest ignores it"),
     );
-    if let Err(e) = shared.qmp.execute(&qmp::system_powerdown {}) {
+    if let Err(e) = shared.qmp.execute("system_powerdown", None) {
         *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) = None;
         shared.set_state(VmState::Running);
         return Err(e);
@@ -175,7 +174,7 @@ fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, String
 
 fn turn_off(shared: &Shared, user: &str) -> Result<VmState, String> {
     let state = shared.state();
-    if !state.is_active() {
+    if !state.is_active() || state == VmState::Saving {
         return Err(refuse(shared, "turn off", state));
     }
     {
@@ -190,7 +189,7 @@ fn turn_off(shared: &Shared, user: &str) -> Result<VmState, String> {
 
 /// Asks QEMU to quit, kills it if it does not, and waits for the outcome to be recorded.
 fn end_qemu(shared: &Shared) -> Result<VmState, String> {
-    if shared.qmp.execute(&qmp::quit {}).is_err() {
+    if shared.qmp.execute("quit", None).is_err() {
         shared.kill_qemu();
     }
     if let Some(end) = shared.wait_end(Duration::from_secs(10)) {
@@ -210,24 +209,39 @@ fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, String>
         if before == VmState::Running {
             shared.qmp.stop()?;
         }
+        // Whatever an earlier save left is not this state: the metadata is written last, and
+        // only its presence makes a saved state.
+        let _ = std::fs::remove_file(&meta);
+        let _ = std::fs::remove_file(&image);
         let _ = std::fs::remove_file(&tmp);
+        let machine = shared.qmp.machine()?;
         shared.qmp.migrate_to_file(&tmp)?;
         let f = std::fs::File::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         f.sync_all()
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &image).map_err(|e| format!("{}: {e}", image.display()))?;
         let info = SavedMeta {
             accelerator: shared.accelerator(),
             cpu: crate::qemu::cpu_model(shared.accelerator()).to_string(),
+            host_cpu: crate::qemu::host_cpu(),
+            machine,
             qemu: crate::qemu::version().unwrap_or_default(),
             time: crate::events::now(),
+            disks: Vec::new(),
         };
         crate::store::write_atomic(&meta, &serde_json::to_vec_pretty(&info).unwrap_or_default())
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &image).map_err(|e| format!("{}: {e}", image.display()))
+            .map_err(|e| e.to_string())
     })();
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::remove_file(&meta);
+        let _ = std::fs::remove_file(&image);
+        let _ = std::fs::remove_file(&tmp);
+        if shared.has_ended() {
+            return Err(format!(
+                "VM '{}': saving the state failed: {e}",
+                shared.name
+            ));
+        }
         if before == VmState::Running {
             let _ = shared.qmp.cont();
         }

@@ -53,12 +53,46 @@ pub struct WorkerArgs {
 pub struct SavedMeta {
     /// The accelerator the VM ran with.
     pub accelerator: Accelerator,
-    /// The CPU model.
+    /// The CPU model given to QEMU (`max` under TCG, `host` under KVM).
     pub cpu: String,
+    /// The host's CPU (what `host` meant).
+    pub host_cpu: String,
+    /// The versioned machine type (`pc-i440fx-10.0`), used again to restore.
+    pub machine: String,
     /// QEMU's version line.
     pub qemu: String,
     /// When the state was saved.
     pub time: String,
+    /// The disks as they were once the VM stopped: a restore is refused if one has changed.
+    #[serde(default)]
+    pub disks: Vec<DiskPrint>,
+}
+
+/// What identifies a disk file's contents cheaply: size and modification time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskPrint {
+    /// The file.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (nanoseconds since the epoch).
+    pub mtime_ns: u128,
+}
+
+impl DiskPrint {
+    /// The print of `path` now.
+    pub fn of(path: &str) -> std::io::Result<Self> {
+        let m = std::fs::metadata(path)?;
+        let mtime_ns = m
+            .modified()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(Self {
+            path: path.to_string(),
+            size: m.len(),
+            mtime_ns,
+        })
+    }
 }
 
 /// The saved-state files of a VM folder: (memory image, metadata).
@@ -87,11 +121,16 @@ struct Shared {
     ended: (Mutex<Option<VmState>>, Condvar),
     op_lock: Mutex<()>,
     accel: Accelerator,
+    qemu_ended: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    /// Records a state, unless QEMU has ended (the final state is then recorded already).
     fn set_state(&self, state: VmState) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if self.has_ended() {
+            return;
+        }
         s.state = state;
         if let Err(e) = status::write(&self.dir, &s) {
             eprintln!("strata worker: {e}");
@@ -106,7 +145,15 @@ impl Shared {
         self.events.log(code, Some(&self.name), user, message);
     }
 
+    fn has_ended(&self) -> bool {
+        self.qemu_ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// SIGKILL to QEMU, unless it has ended (and been reaped: its pid may be reused).
     fn kill_qemu(&self) {
+        if self.has_ended() {
+            return;
+        }
         if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(self.qemu_pid).unwrap_or(0))
         {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
@@ -150,6 +197,25 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
     let dir = home.vm_dir(&args.vm);
     let events = EventLog::new(&home.events());
     let previous = status::read(&dir).unwrap_or_else(|_| Status::off());
+    if previous.worker_alive() {
+        return Err(format!(
+            "VM '{}' already has a worker (pid {})",
+            args.vm,
+            previous.worker.map_or(0, |w| w.0)
+        ));
+    }
+    let (image, meta) = saved_files(&dir);
+    let machine = if args.restore {
+        let text = std::fs::read(&meta).map_err(|e| format!("{}: {e}", meta.display()))?;
+        let saved: SavedMeta =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", meta.display()))?;
+        Some(saved.machine)
+    } else {
+        // A VM started afresh has no saved state: whatever a crash left is stale.
+        let _ = std::fs::remove_file(&meta);
+        let _ = std::fs::remove_file(&image);
+        None
+    };
     let mut st = Status {
         state: VmState::Starting,
         worker: Some(status::me()),
@@ -158,6 +224,7 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
         started_at: Some(crate::events::now()),
         last_error: None,
         stopped_by_host: false,
+        restoring: args.restore,
         boot: Some(status::boot_id()),
     };
     status::write(&dir, &st).map_err(|e| e.to_string())?;
@@ -183,7 +250,8 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
     std::fs::create_dir_all(&run_dir).map_err(|e| fail(format!("{}: {e}", run_dir.display())))?;
     let sockets = Sockets::new(&run_dir);
     let disks = serve_disks(&config, &sockets).map_err(&fail)?;
-    let (mut child, qmp) = launch(&config, &dir, &sockets, args).map_err(&fail)?;
+    let (mut child, qmp) =
+        launch(&config, &dir, &sockets, args.accel, machine.as_deref()).map_err(&fail)?;
     st.qemu = Some((child.id(), status::start_time(child.id()).unwrap_or(0)));
     status::write(&dir, &st).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
@@ -197,6 +265,7 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
         ended: (Mutex::new(None), Condvar::new()),
         op_lock: Mutex::new(()),
         accel: args.accel,
+        qemu_ended: std::sync::atomic::AtomicBool::new(false),
     });
     let abort = |why: String, child: &mut Child| {
         let _ = child.kill();
@@ -212,19 +281,19 @@ fn start(args: &WorkerArgs) -> Result<(Arc<Shared>, Child, Disks), String> {
             .map_err(|e| abort(format!("console: {e}"), &mut child))?;
     }
     if args.restore {
-        let (image, _) = saved_files(&dir);
         shared
             .qmp
             .migrate_from_file(&image)
             .map_err(|e| abort(format!("cannot restore the saved state: {e}"), &mut child))?;
+        // The disks move on from here: the saved memory no longer matches them, so the saved
+        // state is dropped (metadata first: it is what makes a saved state) before the guest runs.
+        let _ = std::fs::remove_file(&meta);
+        let _ = std::fs::remove_file(&image);
+        let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.restoring = false;
+        status::write(&dir, &s).map_err(|e| e.to_string())?;
     }
     shared.qmp.cont().map_err(|e| abort(e, &mut child))?;
-    if args.restore {
-        // The disks move on from here: the saved memory no longer matches them.
-        let (image, meta) = saved_files(&dir);
-        let _ = std::fs::remove_file(image);
-        let _ = std::fs::remove_file(meta);
-    }
     let listener = UnixListener::bind(&sockets.control)
         .map_err(|e| abort(format!("{}: {e}", sockets.control.display()), &mut child))?;
     control::serve(listener, shared.clone());
@@ -272,7 +341,8 @@ fn launch(
     config: &VmConfig,
     dir: &Path,
     sockets: &Sockets,
-    args: &WorkerArgs,
+    accel: Accelerator,
+    machine: Option<&str>,
 ) -> Result<(Child, Qmp), String> {
     let log_path = dir.join("qemu.log");
     let log = std::fs::OpenOptions::new()
@@ -282,7 +352,7 @@ fn launch(
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(qemu::binary());
-    cmd.args(qemu::args(&config.vm, args.accel, sockets, args.restore))
+    cmd.args(qemu::args(&config.vm, accel, sockets, machine))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -340,7 +410,7 @@ fn watch_sigterm(shared: Arc<Shared>) {
         if signals.forever().next().is_some() {
             *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(Intent::TurnOff("system (worker terminated)".to_string()));
-            if shared.qmp.execute(&qapi::qmp::quit {}).is_err() {
+            if shared.qmp.execute("quit", None).is_err() {
                 shared.kill_qemu();
             }
         }
@@ -350,6 +420,15 @@ fn watch_sigterm(shared: Arc<Shared>) {
 /// Waits for QEMU to end, then flushes the disks and records the outcome.
 fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
     let exit = child.wait();
+    {
+        // From here QEMU's pid may be reused: nothing signals it, no control request records a
+        // state any more.
+        let _s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        shared
+            .qemu_ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let reason = shared.qmp.shutdown_reason();
     let mut flush_error = None;
     for (path, d) in disks {
         if let Err(e) = d.flush() {
@@ -361,7 +440,49 @@ fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    let (state, code, user, message) = match intent {
+    let (state, code, user, message) = outcome(shared, intent, &exit, reason.as_deref());
+    if state == VmState::Saved {
+        fingerprint_saved(shared, disks);
+    }
+    {
+        let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.state = state;
+        s.worker = None;
+        s.qemu = None;
+        s.restoring = false;
+        s.last_error = if state == VmState::Crashed {
+            Some(message.clone())
+        } else {
+            flush_error.clone()
+        };
+        if let Err(e) = status::write(&shared.dir, &s) {
+            eprintln!("strata worker: {e}");
+        }
+    }
+    shared.log(code, &user, &message);
+    if let Some(e) = flush_error {
+        shared.log(
+            Code::VmCrashed,
+            "system",
+            &format!("a disk could not be flushed after QEMU ended: {e}"),
+        );
+    }
+    let (lock, cv) = &shared.ended;
+    *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    cv.notify_all();
+    // Give a waiting control request the time to send its reply.
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// What QEMU's end means: from the worker's intent, else QEMU's exit status and the reason of
+/// its last SHUTDOWN event (QEMU also exits with 0 when someone sends it SIGTERM).
+fn outcome(
+    shared: &Shared,
+    intent: Option<Intent>,
+    exit: &std::io::Result<std::process::ExitStatus>,
+    reason: Option<&str>,
+) -> (VmState, Code, String, String) {
+    match intent {
         Some(Intent::Save(u)) => (VmState::Saved, Code::VmSaved, u, "state saved".to_string()),
         Some(Intent::TurnOff(u)) => (VmState::Off, Code::VmTurnedOff, u, "turned off".to_string()),
         Some(Intent::Shutdown(u)) => (
@@ -376,51 +497,53 @@ fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
             u,
             format!("the guest did not shut down within {secs} s: turned off"),
         ),
-        None => match &exit {
-            Ok(s) if s.success() => (
+        None => match (exit, reason) {
+            (Ok(s), Some("guest-shutdown") | None) if s.success() => (
                 VmState::Off,
                 Code::VmPoweredOff,
                 "guest".to_string(),
                 "the guest powered off".to_string(),
             ),
-            other => {
-                let how = match other {
-                    Ok(s) => s.to_string(),
-                    Err(e) => e.to_string(),
+            _ => {
+                let how = match (exit, reason) {
+                    (_, Some("host-signal")) => {
+                        "QEMU was stopped by a signal from outside Strata".to_string()
+                    }
+                    (_, Some("guest-panic")) => "the guest panicked".to_string(),
+                    (Ok(s), _) => format!("QEMU ended unexpectedly ({s})"),
+                    (Err(e), _) => format!("QEMU ended unexpectedly ({e})"),
                 };
                 let tail = log_tail(&shared.dir.join("qemu.log"));
                 (
                     VmState::Crashed,
                     Code::VmCrashed,
                     "system".to_string(),
-                    format!("QEMU ended unexpectedly ({how}); its last message: {tail}"),
+                    format!("{how}; its last message: {tail}"),
                 )
             }
         },
+    }
+}
+
+/// Adds the disks' prints to the saved state's metadata, once they are flushed for good.
+fn fingerprint_saved(shared: &Shared, disks: &Disks) {
+    let (_, meta) = saved_files(&shared.dir);
+    let Ok(text) = std::fs::read(&meta) else {
+        return;
     };
-    {
-        let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.state = state;
-        s.worker = None;
-        s.qemu = None;
-        s.last_error = if state == VmState::Crashed {
-            Some(message.clone())
-        } else {
-            flush_error.clone()
-        };
-        if let Err(e) = status::write(&shared.dir, &s) {
-            eprintln!("strata worker: {e}");
-        }
+    let Ok(mut saved) = serde_json::from_slice::<SavedMeta>(&text) else {
+        return;
+    };
+    saved.disks = disks
+        .iter()
+        .filter_map(|(p, _)| DiskPrint::of(p).ok())
+        .collect();
+    if let Err(e) = crate::store::write_atomic(
+        &meta,
+        &serde_json::to_vec_pretty(&saved).unwrap_or_default(),
+    ) {
+        eprintln!("strata worker: {e}");
     }
-    shared.log(code, &user, &message);
-    if let Some(e) = flush_error {
-        shared.log(Code::VmCrashed, "system", &e);
-    }
-    let (lock, cv) = &shared.ended;
-    *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
-    cv.notify_all();
-    // Give a waiting control request the time to send its reply.
-    std::thread::sleep(Duration::from_millis(200));
 }
 
 impl Shared {

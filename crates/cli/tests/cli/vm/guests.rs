@@ -322,9 +322,48 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=$((i % 1000)) count=1 
         .expect("a crash event");
     assert_eq!(crashed["level"], "error");
     h.ok(&["disk", "check", &s(&disk)]);
-    // A crashed VM starts again.
+
+    // A crashed VM starts again. QEMU stopped by SIGTERM from outside exits with status 0, yet
+    // it is a crash, not the guest powering off.
+    let vm = h.json(&["vm", "start", "victim", "--json"]);
+    let qemu = i32::try_from(vm["qemu_pid"].as_i64().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(qemu).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    h.wait_state("victim", "crashed", Duration::from_secs(30));
+    let shown = h.json(&["vm", "show", "victim", "--json"]);
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("signal from outside Strata"),
+        "{shown}"
+    );
+
+    // A disk changed while the VM is saved: the restore is refused, the saved state can be dropped.
     h.ok(&["vm", "start", "victim"]);
-    h.ok(&["vm", "stop", "victim"]);
+    h.wait_console("victim", "guest: writing", T);
+    assert_eq!(
+        h.json(&["vm", "save", "victim", "--json"])["state"],
+        "saved"
+    );
+    h.ok(&["disk", "check", &s(&disk)]);
+    let f = std::fs::File::options().write(true).open(&disk).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    let err = h.fails(&["vm", "start", "victim"]);
+    assert!(
+        err.contains("has changed") && err.contains("discard-saved"),
+        "{err}"
+    );
+    assert_eq!(
+        h.json(&["vm", "discard-saved", "victim", "--json"])["state"],
+        "off"
+    );
+    assert!(!h.home().join("vms/victim/saved.state").exists());
 }
 
 #[test]

@@ -104,6 +104,20 @@ fn automatic_stop_and_start_actions() {
     );
     assert_eq!(h.state("auto"), "saved");
     assert_eq!(h.state("manual"), "off");
+    // One service per data folder, even on another socket.
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--socket"])
+        .arg(h.home().join("other.sock"))
+        .env("STRATA_HOME", h.home())
+        .env("STRATA_ACCEL", "tcg")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another host service already runs on this data folder"),
+        "{err}"
+    );
     h.stop_service();
     h.start_service();
     // "auto" was running when the host stopped its VMs: it comes back (from its saved state).
