@@ -99,16 +99,7 @@ fn key(path: &Path) -> Result<(PathBuf, String)> {
     Ok((canon, format!("{:x}-{:x}", meta.dev(), meta.ino())))
 }
 
-/// A process's start time (field 22 of /proc/PID/stat), or None if it is gone or a zombie.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
+use strata_host::status::start_time;
 
 /// Whether the record's server still runs: the same process (start time), and a disk server
 /// for this socket (its command line), not an unrelated process that reused the pid.
