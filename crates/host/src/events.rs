@@ -55,6 +55,8 @@ pub enum Code {
     VmReconciled,
     /// An automatic start or stop action was taken.
     VmAutomaticAction,
+    /// A request on a VM was refused or failed (the reason is the message).
+    VmRequestFailed,
 }
 
 impl Code {
@@ -83,6 +85,7 @@ impl Code {
             Self::VmReattached => (350, "vm-reattached", "info"),
             Self::VmReconciled => (351, "vm-reconciled", "warning"),
             Self::VmAutomaticAction => (360, "vm-automatic-action", "info"),
+            Self::VmRequestFailed => (370, "vm-request-failed", "warning"),
         }
     }
 }

@@ -120,8 +120,35 @@ impl Service {
             .clone()
     }
 
-    /// Carries out `cmd` on behalf of `user`.
+    /// Carries out `cmd` on behalf of `user`. A refused or failed request on an existing VM is
+    /// logged too.
     pub fn execute(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
+        let target = match &cmd {
+            Command::Create(spec) => Some(spec.name.clone()),
+            Command::Set(n, _)
+            | Command::Delete { name: n, .. }
+            | Command::Start(n)
+            | Command::Shutdown(n, _)
+            | Command::TurnOff(n)
+            | Command::Reset(n)
+            | Command::Pause(n)
+            | Command::Resume(n)
+            | Command::Save(n)
+            | Command::DiscardSaved(n) => Some(n.clone()),
+            Command::StopVms => None,
+        };
+        let what = format!("{cmd:?}");
+        let what = what.split(['(', ' ']).next().unwrap_or_default().to_string();
+        let result = self.run(cmd, user);
+        if let (Err(e), Some(name)) = (&result, target) {
+            if !matches!(e, HostError::NotFound(_)) && self.home.vm_dir(&name).join("vm.toml").exists() {
+                self.events.log(Code::VmRequestFailed, Some(&name), user, &format!("{what}: {e}"));
+            }
+        }
+        result
+    }
+
+    fn run(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
         let vm = |name: &str| self.show(name).map(|d| Reply::Vm(Box::new(d)));
         match cmd {
             Command::Create(spec) => self.create(spec, user).and_then(|n| vm(&n)),
