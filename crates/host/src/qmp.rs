@@ -145,7 +145,10 @@ impl Qmp {
         // QEMU caps migrations at 128 MiB/s by default, meant for networks: a save to a local
         // file would spend most of its time in the limiter (bench/vm.sh: 1.25 s against 0.11 s
         // for 150 MiB). 0 lifts the cap.
-        self.execute("migrate-set-parameters", Some(json!({ "max-bandwidth": 0 })))?;
+        self.execute(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": 0 })),
+        )?;
         let uri = format!("file:{}", file.display());
         self.execute("migrate", Some(json!({ "uri": uri })))?;
         self.wait_migration()

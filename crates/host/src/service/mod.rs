@@ -138,11 +138,22 @@ impl Service {
             Command::StopVms => None,
         };
         let what = format!("{cmd:?}");
-        let what = what.split(['(', ' ']).next().unwrap_or_default().to_string();
+        let what = what
+            .split(['(', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let result = self.run(cmd, user);
         if let (Err(e), Some(name)) = (&result, target) {
-            if !matches!(e, HostError::NotFound(_)) && self.home.vm_dir(&name).join("vm.toml").exists() {
-                self.events.log(Code::VmRequestFailed, Some(&name), user, &format!("{what}: {e}"));
+            if !matches!(e, HostError::NotFound(_))
+                && self.home.vm_dir(&name).join("vm.toml").exists()
+            {
+                self.events.log(
+                    Code::VmRequestFailed,
+                    Some(&name),
+                    user,
+                    &format!("{what}: {e}"),
+                );
             }
         }
         result
