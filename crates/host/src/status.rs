@@ -119,6 +119,16 @@ pub fn alive(process: Option<(u32, u64)>) -> bool {
     process.is_some_and(|(pid, start)| start_time(pid) == Some(start))
 }
 
+/// Sends SIGKILL to `pid` (errors ignored: it may be gone already).
+pub fn kill(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
 /// This process as (pid, start time).
 pub fn me() -> (u32, u64) {
     let pid = std::process::id();

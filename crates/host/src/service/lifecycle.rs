@@ -242,11 +242,7 @@ impl Service {
         let line = rx
             .recv_timeout(Duration::from_secs(900))
             .unwrap_or_else(|_| {
-                if let Some(pid) =
-                    rustix::process::Pid::from_raw(i32::try_from(worker_pid).unwrap_or(0))
-                {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
+                status::kill(worker_pid);
                 "error: the worker did not report within 15 minutes and was killed".to_string()
             });
         match line.trim() {

@@ -57,6 +57,44 @@ pub enum Command {
     StopVms,
 }
 
+impl Command {
+    /// The request's name, for the event log (the variant's name).
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Create(_) => "Create",
+            Self::Set(..) => "Set",
+            Self::Delete { .. } => "Delete",
+            Self::Start(_) => "Start",
+            Self::Shutdown(..) => "Shutdown",
+            Self::TurnOff(_) => "TurnOff",
+            Self::Reset(_) => "Reset",
+            Self::Pause(_) => "Pause",
+            Self::Resume(_) => "Resume",
+            Self::Save(_) => "Save",
+            Self::DiscardSaved(_) => "DiscardSaved",
+            Self::StopVms => "StopVms",
+        }
+    }
+
+    /// The VM it concerns, if one.
+    fn target(&self) -> Option<&str> {
+        match self {
+            Self::Create(spec) => Some(&spec.name),
+            Self::Set(n, _)
+            | Self::Delete { name: n, .. }
+            | Self::Start(n)
+            | Self::Shutdown(n, _)
+            | Self::TurnOff(n)
+            | Self::Reset(n)
+            | Self::Pause(n)
+            | Self::Resume(n)
+            | Self::Save(n)
+            | Self::DiscardSaved(n) => Some(n),
+            Self::StopVms => None,
+        }
+    }
+}
+
 /// What a command produced.
 #[derive(Debug, Clone)]
 pub enum Reply {
@@ -123,26 +161,7 @@ impl Service {
     /// Carries out `cmd` on behalf of `user`. A refused or failed request on an existing VM is
     /// logged too.
     pub fn execute(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
-        let target = match &cmd {
-            Command::Create(spec) => Some(spec.name.clone()),
-            Command::Set(n, _)
-            | Command::Delete { name: n, .. }
-            | Command::Start(n)
-            | Command::Shutdown(n, _)
-            | Command::TurnOff(n)
-            | Command::Reset(n)
-            | Command::Pause(n)
-            | Command::Resume(n)
-            | Command::Save(n)
-            | Command::DiscardSaved(n) => Some(n.clone()),
-            Command::StopVms => None,
-        };
-        let what = format!("{cmd:?}");
-        let what = what
-            .split(['(', ' '])
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let (what, target) = (cmd.label(), cmd.target().map(str::to_string));
         let result = self.run(cmd, user);
         if let (Err(e), Some(name)) = (&result, target) {
             if !matches!(e, HostError::NotFound(_))
@@ -229,13 +248,8 @@ impl Service {
     /// is true now (saved when a complete saved state exists, crashed otherwise).
     fn reconcile(&self, name: &str, mut st: Status) -> Result<Status, HostError> {
         let dir = self.home.vm_dir(name);
-        if st.qemu_alive() {
-            if let Some(pid) = st
-                .qemu
-                .and_then(|(p, _)| rustix::process::Pid::from_raw(i32::try_from(p).ok()?))
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+        if let Some((pid, _)) = st.qemu.filter(|_| st.qemu_alive()) {
+            status::kill(pid);
         }
         let (image, meta) = crate::worker::saved_files(&dir);
         let was = st.state;

@@ -221,8 +221,8 @@ fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, String>
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &image).map_err(|e| format!("{}: {e}", image.display()))?;
         let info = SavedMeta {
-            accelerator: shared.accelerator(),
-            cpu: crate::qemu::cpu_model(shared.accelerator()).to_string(),
+            accelerator: shared.accel,
+            cpu: crate::qemu::cpu_model(shared.accel).to_string(),
             host_cpu: crate::qemu::host_cpu(),
             machine,
             qemu: crate::qemu::version().unwrap_or_default(),

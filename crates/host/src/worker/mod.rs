@@ -154,10 +154,7 @@ impl Shared {
         if self.has_ended() {
             return;
         }
-        if let Some(pid) = rustix::process::Pid::from_raw(i32::try_from(self.qemu_pid).unwrap_or(0))
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
+        status::kill(self.qemu_pid);
     }
 
     /// Waits until QEMU has ended and the outcome is recorded, up to `limit`.
@@ -543,11 +540,5 @@ fn fingerprint_saved(shared: &Shared, disks: &Disks) {
         &serde_json::to_vec_pretty(&saved).unwrap_or_default(),
     ) {
         eprintln!("strata worker: {e}");
-    }
-}
-
-impl Shared {
-    fn accelerator(&self) -> Accelerator {
-        self.accel
     }
 }

@@ -300,12 +300,7 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=$((i % 1000)) count=1 
     let vm = h.json(&["vm", "start", "victim", "--json"]);
     h.wait_console("victim", "guest: writing", T);
     std::thread::sleep(Duration::from_secs(2));
-    let qemu = i32::try_from(vm["qemu_pid"].as_i64().unwrap()).unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(qemu).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    signal(&vm["qemu_pid"], rustix::process::Signal::KILL);
     h.wait_state("victim", "crashed", Duration::from_secs(30));
     let shown = h.json(&["vm", "show", "victim", "--json"]);
     assert!(
@@ -326,13 +321,8 @@ while true; do dd if=/dev/urandom of=/dev/vda bs=64k seek=$((i % 1000)) count=1 
     // A crashed VM starts again. QEMU stopped by SIGTERM from outside exits with status 0, yet
     // it is a crash, not the guest powering off.
     let vm = h.json(&["vm", "start", "victim", "--json"]);
-    let qemu = i32::try_from(vm["qemu_pid"].as_i64().unwrap()).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(qemu).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    signal(&vm["qemu_pid"], rustix::process::Signal::TERM);
     h.wait_state("victim", "crashed", Duration::from_secs(30));
     let shown = h.json(&["vm", "show", "victim", "--json"]);
     assert!(

@@ -210,6 +210,12 @@ impl Drop for Host {
     }
 }
 
+/// Sends `sig` to the process whose pid is the JSON number `pid` (from `vm show --json`).
+pub fn signal(pid: &Value, sig: rustix::process::Signal) {
+    let pid = i32::try_from(pid.as_i64().expect("a pid")).unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig).unwrap();
+}
+
 pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {

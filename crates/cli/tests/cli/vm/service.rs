@@ -51,13 +51,8 @@ fn a_dead_worker_is_reconciled_to_crashed_and_its_qemu_does_not_linger() {
     h.wait_console("lost", "count 2", T);
     h.stop_service();
     // Power loss for the worker: SIGKILL, no chance to record anything.
-    let worker = i32::try_from(vm["pid"].as_i64().unwrap()).unwrap();
     let qemu = u32::try_from(vm["qemu_pid"].as_i64().unwrap()).unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(worker).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    signal(&vm["pid"], rustix::process::Signal::KILL);
     h.start_service();
     let shown = h.json(&["vm", "show", "lost", "--json"]);
     assert_eq!(shown["state"], "crashed", "{shown}");
