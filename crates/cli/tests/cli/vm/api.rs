@@ -142,6 +142,22 @@ fn bad_requests_get_4xx_with_clear_messages() {
         409,
         "VM 'web1' is off",
     );
+    // Refusals are in the event log, with the request and the reason.
+    let refused: Vec<String> = h
+        .events("web1")
+        .into_iter()
+        .filter(|e| e["name"] == "vm-request-failed")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|m| m == "Pause: VM 'web1' is off: cannot pause (start it first)")
+            && refused
+                .iter()
+                .any(|m| m.contains("Create: a VM named 'web1' already exists")),
+        "{refused:?}"
+    );
     error(
         &h,
         "POST",
