@@ -1,6 +1,6 @@
 //! Interoperability with real peers: qemu-img/qemu-io (dynamic and fixed disks), libvhdi's
 //! vhdiinfo/vhdimount (differencing chains, which qemu cannot read), and the files written by
-//! Windows and qemu in `shared/interop/`.
+//! Windows and qemu kept in `crates/testdata/interop/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,19 +21,9 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn interop_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for up in manifest.ancestors() {
-        let p = up.join("shared/interop");
-        if p.is_dir() {
-            return p;
-        }
-        let p = up.parent().map(|u| u.join("shared/interop"));
-        if let Some(p) = p.filter(|p| p.is_dir()) {
-            return p;
-        }
-    }
-    panic!("shared/interop not found beside the project (it holds the peers' VHD files)");
+/// A decompressed copy of an interop file (they live in `crates/testdata/interop/`).
+fn interop(name: &str) -> PathBuf {
+    strata_testdata::interop(name)
 }
 
 fn read_all(disk: &Disk) -> Vec<u8> {
@@ -214,10 +204,9 @@ fn differencing_chains_read_identically_by_libvhdi() {
 
 #[test]
 fn shared_corpus_files_read_as_their_makers_meant() {
-    let corpus = interop_dir();
-    let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
     // qemu's ext2 disk: same bytes as qemu reads, an ext2 superblock magic at 1024+56.
-    let ext2 = corpus.join("qemu-ext2-dynamic.vhd");
+    let ext2 = interop("qemu-ext2-dynamic.vhd");
     let raw = dir.path().join("ext2.raw");
     run(Command::new("qemu-img")
         .args(["convert", "-f", "vpc", "-O", "raw"])
@@ -227,13 +216,13 @@ fn shared_corpus_files_read_as_their_makers_meant() {
     assert!(ours == std::fs::read(&raw).unwrap());
     assert_eq!(&ours[1024 + 56..1024 + 58], &[0x53, 0xEF]);
     // Windows' fixed NTFS disk: the data is the file minus its footer; NTFS boot sector at 0 of the partition.
-    let ntfs = corpus.join("windows-ntfs-fixed.vhd");
+    let ntfs = interop("windows-ntfs-fixed.vhd");
     let d = Disk::open(&ntfs, OpenOptions::read()).unwrap();
     let file = std::fs::read(&ntfs).unwrap();
     assert!(read_all(&d) == file[..file.len() - 512]);
     assert_eq!(&file[510..512], &[0x55, 0xAA], "MBR signature");
     // qemu's file with a bad footer checksum: readable read-only, with a warning; never writable.
-    let bad = corpus.join("qemu-bad-footer-checksum.vhd");
+    let bad = interop("qemu-bad-footer-checksum.vhd");
     let d = Disk::open(&bad, OpenOptions::read()).unwrap();
     assert!(d.warnings().iter().any(|w| w.contains("checksum")));
     let copy = dir.path().join("bad.vhd");
@@ -248,10 +237,9 @@ fn shared_corpus_files_read_as_their_makers_meant() {
 
 #[test]
 fn windows_differencing_disk_opens_with_a_parent_beside_it() {
-    let corpus = interop_dir();
-    let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
     let child = dir.path().join("child.vhd");
-    std::fs::copy(corpus.join("windows10-fat-differential.vhd"), &child).unwrap();
+    std::fs::copy(interop("windows10-fat-differential.vhd"), &child).unwrap();
     // Without the parent: a clear error naming what was looked for.
     let e = Disk::open(&child, OpenOptions::read()).err().unwrap();
     assert!(

@@ -75,20 +75,9 @@ pub fn raw_image(path: &Path, mib: usize) -> Vec<u8> {
     data
 }
 
+/// A decompressed copy of an interop file (they live in `crates/testdata/interop/`).
 pub fn interop(name: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .flat_map(|a| {
-            [
-                a.join("shared/interop"),
-                a.parent()
-                    .map_or_else(PathBuf::new, |p| p.join("shared/interop")),
-            ]
-        })
-        .find(|p| p.is_dir())
-        .expect("shared/interop beside the project")
-        .join(name)
+    strata_testdata::interop(name)
 }
 
 /// qemu-img finds the VHD identical to the raw image.
