@@ -14,7 +14,13 @@ pub fn host_config(data: &[u8]) {
     let _ = serde_json::from_slice::<strata_api::CreateVm>(data);
     let _ = serde_json::from_slice::<strata_api::SetVm>(data);
     let _ = serde_json::from_slice::<strata_api::ShutdownRequest>(data);
-    let _ = serde_json::from_slice::<strata_host::worker::ControlRequest>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        // The worker's control protocol, both ways, and the worker's readiness line.
+        let _ = strata_host::worker::protocol::decode_request(text);
+        let _ = strata_host::worker::protocol::decode_reply(text);
+        let _ = serde_json::from_str::<strata_proc::Readiness>(text);
+    }
+    let _ = serde_json::from_slice::<strata_host::worker::SavedMeta>(data);
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let shm = std::path::Path::new("/dev/shm");

@@ -227,6 +227,11 @@ pub struct CreateVm {
     /// KVM, TCG or auto (default).
     #[serde(default)]
     pub accelerator: Accelerator,
+    /// The versioned machine type, e.g. `pc-i440fx-10.0`. The service pins it when the VM is
+    /// created (absent or `pc`: this host's newest i440FX type) and every start and restore uses
+    /// it, so a QEMU upgrade never changes a VM's hardware; only `vm set --machine` changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
     /// Automatic start action.
     #[serde(default)]
     pub start_action: StartAction,
@@ -293,6 +298,12 @@ pub struct SetVm {
     /// Accelerator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accelerator: Option<Accelerator>,
+    /// The versioned machine type (`pc` pins this host's newest i440FX type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// Direct kernel boot (the whole setting); an empty `kernel` path removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelBoot>,
     /// Automatic start action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_action: Option<StartAction>,
@@ -369,6 +380,8 @@ pub struct VmDetails {
     pub accelerator: Accelerator,
     /// The configured accelerator.
     pub accelerator_setting: Accelerator,
+    /// The pinned, versioned machine type (`pc-i440fx-10.0`).
+    pub machine: String,
     /// Automatic start action.
     pub start_action: StartAction,
     /// Seconds before the automatic start.
@@ -453,8 +466,28 @@ pub struct HostInfo {
     pub kvm_problem: Option<String>,
     /// The QEMU binary and its version.
     pub qemu: String,
+    /// QEMU's version number, e.g. `10.0.2`.
+    pub qemu_version: String,
+    /// The machine type a new VM is pinned to (this QEMU's newest i440FX type).
+    pub default_machine: String,
+    /// The versioned machine types this QEMU offers that a VM may use, newest first.
+    pub machines: Vec<String>,
+    /// What this host's QEMU and kernel allow.
+    pub features: Vec<HostFeature>,
     /// How many VMs are defined.
     pub vms: usize,
+}
+
+/// A capability of the host, and why it is missing when it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFeature {
+    /// Stable name: `kvm`, `save-state`.
+    pub name: String,
+    /// Whether VMs can use it here.
+    pub available: bool,
+    /// Why not, and what would give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// `POST /v1/host/stop-vms` reply: what was done to each VM.

@@ -451,6 +451,7 @@ fn details() -> VmDetails {
         kernel: Some(kernel()),
         accelerator: Accelerator::Kvm,
         accelerator_setting: Accelerator::Auto,
+        machine: s("pc-i440fx-10.0"),
         start_action: StartAction::IfRunning,
         start_delay_secs: 30,
         stop_action: StopAction::TurnOff,
@@ -483,6 +484,7 @@ fn cases() -> Vec<Case> {
         com_ports: vec![com()],
         kernel: Some(kernel()),
         accelerator: Accelerator::Tcg,
+        machine: Some(s("pc-i440fx-9.2")),
         start_action: StartAction::Always,
         start_delay_secs: 30,
         stop_action: StopAction::Shutdown,
@@ -504,6 +506,8 @@ fn cases() -> Vec<Case> {
         }]),
         com_ports: Some(vec![com()]),
         accelerator: Some(Accelerator::Kvm),
+        machine: Some(s("pc")),
+        kernel: Some(kernel()),
         start_action: Some(StartAction::IfRunning),
         start_delay_secs: Some(0),
         stop_action: Some(StopAction::Save),
@@ -530,12 +534,21 @@ fn cases() -> Vec<Case> {
         user: s("alice"),
         message: s("the guest did not shut down within 60 s: turned off"),
     };
+    let feature = HostFeature {
+        name: s("save-state"),
+        available: false,
+        problem: Some(s("saving a VM's state needs QEMU 8.2 or newer")),
+    };
     let host = HostInfo {
         version: s("0.1.0"),
         home: s("/var/lib/strata"),
         accelerator: Accelerator::Tcg,
         kvm_problem: Some(s("/dev/kvm: no such file")),
         qemu: s("qemu-system-x86_64 8.2.2"),
+        qemu_version: s("8.2.2"),
+        default_machine: s("pc-i440fx-8.2"),
+        machines: vec![s("pc-i440fx-8.2"), s("pc-i440fx-8.1")],
+        features: vec![feature.clone()],
         vms: 3,
     };
     let summary = VmSummary {
@@ -631,6 +644,13 @@ fn cases() -> Vec<Case> {
             &HostInfo {
                 kvm_problem: None,
                 ..host.clone()
+            },
+        ),
+        case(
+            &feature,
+            &HostFeature {
+                problem: None,
+                ..feature.clone()
             },
         ),
         case(&report, &StopVmsReport { results: vec![] }),

@@ -99,7 +99,7 @@ fn key(path: &Path) -> Result<(PathBuf, String)> {
     Ok((canon, format!("{:x}-{:x}", meta.dev(), meta.ino())))
 }
 
-use strata_host::status::start_time;
+use strata_proc::start_time;
 
 /// Whether the record's server still runs: the same process (start time), and a disk server
 /// for this socket (its command line), not an unrelated process that reused the pid.

@@ -105,7 +105,7 @@ pub struct Settings {
     /// A network adapter: virtio or e1000, optionally =MAC; repeat for more
     #[arg(long = "nic")]
     nics: Vec<String>,
-    /// Kernel for direct kernel boot
+    /// Kernel for direct kernel boot ("" removes direct kernel boot)
     #[arg(long)]
     kernel: Option<String>,
     /// Initrd for direct kernel boot
@@ -126,6 +126,10 @@ pub struct Settings {
     /// auto (default), kvm or tcg
     #[arg(long)]
     accelerator: Option<String>,
+    /// Machine type: pc (this host's newest, the default) or a versioned one such as pc-i440fx-9.2;
+    /// pinned when the VM is created
+    #[arg(long)]
+    machine: Option<String>,
     /// Free text
     #[arg(long)]
     notes: Option<String>,
@@ -262,10 +266,20 @@ impl Settings {
                 .map(|a| enum_value("stop action", a))
                 .transpose()?,
             shutdown_timeout_secs: self.shutdown_timeout,
+            machine: self.machine.clone(),
+            kernel: self.kernel()?,
         })
     }
 
+    /// Direct kernel boot as given; `--kernel ""` gives an empty path (removes it, for `set`).
     fn kernel(&self) -> Result<Option<KernelBoot>> {
+        if self.kernel.as_deref() == Some("") {
+            return Ok(Some(KernelBoot {
+                kernel: String::new(),
+                initrd: None,
+                cmdline: String::new(),
+            }));
+        }
         self.kernel
             .as_deref()
             .map(|k| {
@@ -299,7 +313,8 @@ impl Settings {
             shutdown_timeout_secs
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
-        vm.kernel = self.kernel()?;
+        vm.kernel = s.kernel.filter(|k| !k.kernel.is_empty());
+        vm.machine = s.machine;
         Ok(vm)
     }
 }

@@ -40,6 +40,7 @@ pub fn show(v: &VmDetails) {
         )
     };
     println!("Accelerator:   {accel}");
+    println!("Machine:       {}", v.machine);
     let boot: Vec<String> = v
         .boot_order
         .iter()
@@ -98,6 +99,17 @@ pub fn host(h: &HostInfo) {
     match &h.kvm_problem {
         None => println!("Accelerator:   kvm"),
         Some(why) => println!("Accelerator:   tcg (KVM unusable: {why})"),
+    }
+    println!(
+        "Machine types: {} (new VMs), {} in all",
+        h.default_machine,
+        h.machines.len()
+    );
+    for f in &h.features {
+        match &f.problem {
+            None => println!("Feature:       {} (available)", f.name),
+            Some(why) => println!("Feature:       {} (unavailable: {why})", f.name),
+        }
     }
     println!("VMs:           {}", h.vms);
 }

@@ -57,13 +57,9 @@ struct Failure(StatusCode, String, &'static str);
 
 impl From<HostError> for Failure {
     fn from(e: HostError) -> Self {
-        let status = match e {
-            HostError::NotFound(_) => StatusCode::NOT_FOUND,
-            HostError::Conflict(_) => StatusCode::CONFLICT,
-            HostError::Invalid(_) => StatusCode::BAD_REQUEST,
-            HostError::Corrupt(_) | HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self(status, e.to_string(), e.kind())
+        let status =
+            StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self(status, e.message, e.kind.as_str())
     }
 }
 
@@ -106,7 +102,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(Failure::from),
-        Err(e) => Err(HostError::Internal(format!("internal error: {e}")).into()),
+        Err(e) => Err(HostError::internal(format!("internal error: {e}")).into()),
     }
 }
 
@@ -181,7 +177,7 @@ async fn action(
                 })?
             };
             if req.timeout_secs.is_some_and(|t| t > crate::service::MAX_SECS) {
-                return Err(HostError::Invalid(format!("timeout_secs is at most {}", crate::service::MAX_SECS)).into());
+                return Err(HostError::invalid(format!("timeout_secs is at most {}", crate::service::MAX_SECS)).into());
             }
             Command::Shutdown(name, req.timeout_secs)
         }

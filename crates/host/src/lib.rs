@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use error::HostError;
+pub use error::{ErrorKind, HostError};
 pub use service::{Command, Reply, Service};
 
 /// Where `strata serve` listens and keeps its state.
@@ -51,7 +51,7 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
     let lock =
         std::fs::File::create(&lock_path).map_err(|e| HostError::io(&lock_path, "open", e))?;
     if lock.try_lock().is_err() {
-        return Err(HostError::Conflict(format!(
+        return Err(HostError::conflict(format!(
             "{}: another host service already runs on this data folder",
             service.home().root().display()
         )));
@@ -83,7 +83,7 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
         info.home
     );
     service.autostart();
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| HostError::Internal(e.to_string()))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| HostError::internal(e.to_string()))?;
     let result = runtime.block_on(async {
         unix.set_nonblocking(true)?;
         let unix = tokio::net::UnixListener::from_std(unix)?;
@@ -100,13 +100,13 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
         "system",
         "host service stopped; VMs left running",
     );
-    result.map_err(|e| HostError::Internal(format!("API: {e}")))
+    result.map_err(|e| HostError::internal(format!("API: {e}")))
 }
 
 /// Binds the API socket, replacing a stale one but refusing when a service already answers.
 fn bind_unix(socket: &Path) -> Result<std::os::unix::net::UnixListener, HostError> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        return Err(HostError::Conflict(format!(
+        return Err(HostError::conflict(format!(
             "{}: a host service is already running on this socket",
             socket.display()
         )));

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::error::{ErrorKind, HostError};
+
 /// How long a command may take before QEMU counts as hung.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
-type Pending = Arc<Mutex<HashMap<u64, Sender<Result<Value, String>>>>>;
+type Pending = Arc<Mutex<HashMap<u64, Sender<Result<Value, HostError>>>>>;
 
 /// A QMP connection.
 pub struct Qmp {
@@ -34,30 +36,40 @@ pub struct Qmp {
 impl Qmp {
     /// Connects to QEMU's QMP socket at `path`, waiting up to `limit` for QEMU to create it while
     /// `alive()` says QEMU still runs, and negotiates capabilities.
-    pub fn connect(path: &Path, limit: Duration, alive: impl Fn() -> bool) -> Result<Self, String> {
+    pub fn connect(
+        path: &Path,
+        limit: Duration,
+        alive: impl Fn() -> bool,
+    ) -> Result<Self, HostError> {
         let start = Instant::now();
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
                 Err(e) => {
                     if !alive() {
-                        return Err("QEMU exited before its monitor was ready".to_string());
+                        return Err(HostError::new(
+                            ErrorKind::Gone,
+                            "QEMU exited before its monitor was ready",
+                        ));
                     }
                     if start.elapsed() > limit {
-                        return Err(format!(
-                            "{}: QEMU's monitor did not open: {e}",
-                            path.display()
+                        return Err(HostError::new(
+                            ErrorKind::Hung,
+                            format!("{}: QEMU's monitor did not open: {e}", path.display()),
                         ));
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
         };
-        let io = |e: std::io::Error| format!("QMP: {e}");
+        let io = |e: std::io::Error| HostError::new(ErrorKind::Gone, format!("QMP: {e}"));
         let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
         let mut greeting = String::new();
         if reader.read_line(&mut greeting).map_err(io)? == 0 {
-            return Err("QEMU closed its monitor before greeting".to_string());
+            return Err(HostError::new(
+                ErrorKind::Gone,
+                "QEMU closed its monitor before greeting",
+            ));
         }
         let pending: Pending = Arc::default();
         let shutdown = Arc::new(Mutex::new(None));
@@ -74,7 +86,7 @@ impl Qmp {
     }
 
     /// Runs `command` with `arguments` and returns its `return` value.
-    pub fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
+    pub fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, HostError> {
         let (tx, rx) = channel();
         {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,12 +107,21 @@ impl Qmp {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
-                return Err(format!("QMP {command}: {e}"));
+                return Err(HostError::new(
+                    ErrorKind::Gone,
+                    format!("QMP {command}: {e}"),
+                ));
             }
         }
         match rx.recv_timeout(REPLY_TIMEOUT) {
-            Ok(r) => r.map_err(|e| format!("QMP {command}: {e}")),
-            Err(_) => Err(format!("QMP {command}: QEMU did not answer")),
+            Ok(r) => r.map_err(|e| e.context(format_args!("QMP {command}"))),
+            Err(_) => Err(HostError::new(
+                ErrorKind::Hung,
+                format!(
+                    "QMP {command}: QEMU did not answer within {} s",
+                    REPLY_TIMEOUT.as_secs()
+                ),
+            )),
         }
     }
 
@@ -116,32 +137,23 @@ impl Qmp {
             .clone()
     }
 
-    /// `stop`: pauses the CPUs.
-    pub fn stop(&self) -> Result<(), String> {
+    /// Pauses the guest's CPUs (QMP `stop`).
+    pub fn pause(&self) -> Result<(), HostError> {
         self.execute("stop", None).map(drop)
     }
 
-    /// `cont`: resumes the CPUs.
-    pub fn cont(&self) -> Result<(), String> {
+    /// Resumes the guest's CPUs (QMP `cont`).
+    pub fn resume(&self) -> Result<(), HostError> {
         self.execute("cont", None).map(drop)
     }
 
-    /// The versioned name of the machine type QEMU runs (`pc` → `pc-i440fx-10.0`), which a saved
-    /// state must be restored with.
-    pub fn machine(&self) -> Result<String, String> {
-        let list = self.execute("query-machines", None)?;
-        list.as_array()
-            .and_then(|a| {
-                a.iter()
-                    .find(|m| m["alias"] == "pc")
-                    .and_then(|m| m["name"].as_str())
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| "QEMU does not list the machine type 'pc'".to_string())
+    /// Asks QEMU to exit (QMP `quit`).
+    pub fn quit(&self) -> Result<(), HostError> {
+        self.execute("quit", None).map(drop)
     }
 
     /// Saves the (paused) VM's state to `file` and waits for the end.
-    pub fn migrate_to_file(&self, file: &Path) -> Result<(), String> {
+    pub fn migrate_to_file(&self, file: &Path) -> Result<(), HostError> {
         // QEMU caps migrations at 128 MiB/s by default, meant for networks: a save to a local
         // file would spend most of its time in the limiter (bench/vm.sh: 1.25 s against 0.11 s
         // for 150 MiB). 0 lifts the cap.
@@ -155,7 +167,7 @@ impl Qmp {
     }
 
     /// Loads the state saved in `file` (QEMU started with `-incoming defer`) and waits for the end.
-    pub fn migrate_from_file(&self, file: &Path) -> Result<(), String> {
+    pub fn migrate_from_file(&self, file: &Path) -> Result<(), HostError> {
         let uri = format!("file:{}", file.display());
         self.execute(
             "migrate-incoming",
@@ -164,20 +176,25 @@ impl Qmp {
         self.wait_migration()
     }
 
-    fn wait_migration(&self) -> Result<(), String> {
+    fn wait_migration(&self) -> Result<(), HostError> {
         let start = Instant::now();
         loop {
             let info = self.execute("query-migrate", None)?;
             match info["status"].as_str() {
                 Some("completed") => return Ok(()),
                 Some("failed" | "cancelled") => {
-                    return Err(info["error-desc"]
-                        .as_str()
-                        .unwrap_or("the migration failed")
-                        .to_string())
+                    return Err(HostError::new(
+                        ErrorKind::Refused,
+                        info["error-desc"]
+                            .as_str()
+                            .unwrap_or("the migration failed"),
+                    ))
                 }
                 _ if start.elapsed() > Duration::from_secs(1800) => {
-                    return Err("the migration did not end within 30 minutes".to_string())
+                    return Err(HostError::new(
+                        ErrorKind::Hung,
+                        "the migration did not end within 30 minutes",
+                    ))
                 }
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -222,14 +239,19 @@ fn read_loop(
         };
         let result = match msg.get("return") {
             Some(r) => Ok(r.clone()),
-            None => Err(msg["error"]["desc"]
-                .as_str()
-                .unwrap_or("QEMU refused the command")
-                .to_string()),
+            None => Err(HostError::new(
+                ErrorKind::Refused,
+                msg["error"]["desc"]
+                    .as_str()
+                    .unwrap_or("QEMU refused the command"),
+            )),
         };
         let _ = tx.send(result);
     }
     for (_, tx) in pending.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-        let _ = tx.send(Err("QEMU closed its monitor".to_string()));
+        let _ = tx.send(Err(HostError::new(
+            ErrorKind::Gone,
+            "QEMU closed its monitor",
+        )));
     }
 }

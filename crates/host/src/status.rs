@@ -9,6 +9,7 @@ use strata_api::{Accelerator, VmState};
 
 use crate::error::HostError;
 use crate::store::write_atomic;
+use strata_proc::{alive, boot_id, ProcessId};
 
 /// What `status.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,10 +18,10 @@ pub struct Status {
     pub state: VmState,
     /// The worker's pid and start time (clock ticks since boot), while active.
     #[serde(default)]
-    pub worker: Option<(u32, u64)>,
+    pub worker: Option<ProcessId>,
     /// QEMU's pid and start time, once started.
     #[serde(default)]
-    pub qemu: Option<(u32, u64)>,
+    pub qemu: Option<ProcessId>,
     /// `kvm` or `tcg` while active.
     #[serde(default)]
     pub accelerator: Option<Accelerator>,
@@ -73,13 +74,6 @@ impl Status {
     }
 }
 
-/// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
-pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// The status file in `vm_dir`.
 pub fn path(vm_dir: &Path) -> PathBuf {
     vm_dir.join("status.json")
@@ -90,7 +84,7 @@ pub fn read(vm_dir: &Path) -> Result<Status, HostError> {
     let p = path(vm_dir);
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            HostError::Corrupt(format!("{}: not a valid status file: {e}", p.display()))
+            HostError::corrupt(format!("{}: not a valid status file: {e}", p.display()))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Status::off()),
         Err(e) => Err(HostError::io(&p, "read", e)),
@@ -101,36 +95,4 @@ pub fn read(vm_dir: &Path) -> Result<Status, HostError> {
 pub fn write(vm_dir: &Path, status: &Status) -> Result<(), HostError> {
     let data = serde_json::to_vec_pretty(status).unwrap_or_default();
     write_atomic(&path(vm_dir), &data)
-}
-
-/// A process's start time (field 22 of /proc/PID/stat), or None if it is gone or a zombie.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
-
-/// Whether the process recorded as (pid, start time) is still the same live process.
-pub fn alive(process: Option<(u32, u64)>) -> bool {
-    process.is_some_and(|(pid, start)| start_time(pid) == Some(start))
-}
-
-/// Sends SIGKILL to `pid` (errors ignored: it may be gone already).
-pub fn kill(pid: u32) {
-    if let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
-}
-
-/// This process as (pid, start time).
-pub fn me() -> (u32, u64) {
-    let pid = std::process::id();
-    (pid, start_time(pid).unwrap_or(0))
 }

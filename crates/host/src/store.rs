@@ -43,7 +43,7 @@ impl Home {
         let home = Self { root };
         let longest = home.run_dir("0123456789abcdef").join("console.sock");
         if longest.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{}: the data folder's path is too long for the VMs' Unix sockets ({} bytes at most): choose a shorter STRATA_HOME",
                 home.root.display(),
                 MAX_SOCKET_PATH - (longest.as_os_str().len() - home.root.as_os_str().len())
@@ -100,25 +100,25 @@ impl Home {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(HostError::NotFound(format!("no VM named '{name}'")))
+                return Err(HostError::not_found(format!("no VM named '{name}'")))
             }
             Err(e) => return Err(HostError::io(&path, "read", e)),
         };
         let config: VmConfig = toml::from_str(&text).map_err(|e| {
-            HostError::Corrupt(format!(
+            HostError::corrupt(format!(
                 "{}: not a valid VM configuration: {e}",
                 path.display()
             ))
         })?;
         let id_ok = config.id.len() == 32 && config.id.bytes().all(|b| b.is_ascii_hexdigit());
         if !id_ok || config.vm.name != name {
-            return Err(HostError::Corrupt(format!(
+            return Err(HostError::corrupt(format!(
                 "{}: the id must be 32 hex digits and the name the folder's ('{name}'): was the folder copied or renamed by hand? Give it back its name, or delete it",
                 path.display()
             )));
         }
         if config.schema != SCHEMA {
-            return Err(HostError::Corrupt(format!(
+            return Err(HostError::corrupt(format!(
                 "{}: schema version {} is not supported by this Strata (it reads version {SCHEMA})",
                 path.display(),
                 config.schema
@@ -132,7 +132,7 @@ impl Home {
         let dir = self.vm_dir(&config.vm.name);
         std::fs::create_dir_all(&dir).map_err(|e| HostError::io(&dir, "create", e))?;
         let text = toml::to_string_pretty(config)
-            .map_err(|e| HostError::Internal(format!("cannot write the configuration: {e}")))?;
+            .map_err(|e| HostError::internal(format!("cannot write the configuration: {e}")))?;
         let text = format!(
             "# Strata virtual machine '{}'. Edit with `strata vm set` while the service runs.\n{text}",
             config.vm.name

@@ -1,19 +1,19 @@
 //! Changing, deleting, starting and controlling VMs; the automatic start and stop actions.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_api::{Accelerator, SetVm, StartAction, StopAction, StopVmsReport, VmState};
+use strata_api::{
+    Accelerator, CreateVm, NicSpec, SetVm, StartAction, StopAction, StopVmsReport, VmState,
+};
 
 use super::{validate, Command, Service};
-use crate::error::HostError;
+use crate::error::{ErrorKind, HostError};
 use crate::events::Code;
+use crate::qemu::QemuInfo;
 use crate::status;
-use crate::worker::{self, ControlRequest, SavedMeta};
+use crate::worker::{self, saved, SavedMeta, Verb};
 
 /// What to tell a user who asks for something the VM's state forbids.
 fn busy(name: &str, state: VmState, what: &str) -> HostError {
@@ -27,10 +27,68 @@ fn busy(name: &str, state: VmState, what: &str) -> HostError {
         VmState::Starting | VmState::Saving | VmState::Stopping => "wait until it finishes",
         VmState::Off | VmState::Crashed => "start it first",
     };
-    HostError::Conflict(format!(
+    HostError::conflict(format!(
         "VM '{name}' is {}: cannot {what} ({advice})",
         state.as_str()
     ))
+}
+
+/// The first hardware setting `set` changes, if any: those change only while the VM is off.
+fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
+    let offline = [
+        ("memory", set.memory_mib.is_some()),
+        ("processors", set.cpus.is_some()),
+        ("boot order", set.boot_order.is_some()),
+        ("disks", set.disks.is_some()),
+        ("CD/DVD", set.cdrom.is_some()),
+        ("network adapters", set.nics.is_some()),
+        ("COM ports", set.com_ports.is_some()),
+        ("machine type", set.machine.is_some()),
+        ("direct kernel boot", set.kernel.is_some()),
+        // A saved VM may change accelerator: the saved state's own check decides at start.
+        (
+            "accelerator",
+            set.accelerator.is_some() && state != VmState::Saved,
+        ),
+    ];
+    offline
+        .iter()
+        .find(|(_, changed)| *changed)
+        .map(|(w, _)| *w)
+}
+
+/// Applies the plain settings of `set` to `vm`; returns what changed. The machine type and the
+/// adapters (which need the host's view) are the caller's.
+fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! apply {
+        ($field:ident, $label:expr) => {
+            if let Some(v) = set.$field {
+                vm.$field = v;
+                changed.push($label);
+            }
+        };
+    }
+    apply!(notes, "notes");
+    apply!(memory_mib, "memory");
+    apply!(cpus, "processors");
+    apply!(boot_order, "boot order");
+    apply!(disks, "disks");
+    apply!(com_ports, "COM ports");
+    apply!(accelerator, "accelerator");
+    apply!(start_action, "start action");
+    apply!(start_delay_secs, "start delay");
+    apply!(stop_action, "stop action");
+    apply!(shutdown_timeout_secs, "shut-down timeout");
+    if let Some(iso) = set.cdrom {
+        vm.cdrom = (!iso.is_empty()).then_some(iso);
+        changed.push("CD/DVD");
+    }
+    if let Some(k) = set.kernel {
+        vm.kernel = (!k.kernel.is_empty()).then_some(k);
+        changed.push("direct kernel boot");
+    }
+    changed
 }
 
 impl Service {
@@ -39,79 +97,25 @@ impl Service {
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let _d = self.define.lock().unwrap_or_else(|p| p.into_inner());
         let (mut c, st) = self.current_locked(name)?;
-        let offline = [
-            ("memory", set.memory_mib.is_some()),
-            ("processors", set.cpus.is_some()),
-            ("boot order", set.boot_order.is_some()),
-            ("disks", set.disks.is_some()),
-            ("CD/DVD", set.cdrom.is_some()),
-            ("network adapters", set.nics.is_some()),
-            ("COM ports", set.com_ports.is_some()),
-            // A saved VM may change accelerator: the saved state's own check decides at start.
-            (
-                "accelerator",
-                set.accelerator.is_some() && st.state != VmState::Saved,
-            ),
-        ];
         if !matches!(st.state, VmState::Off | VmState::Crashed) {
-            if let Some((what, _)) = offline.iter().find(|(_, changed)| *changed) {
+            if let Some(what) = offline_change(&set, st.state) {
                 return Err(busy(name, st.state, &format!("change its {what}")));
             }
         }
-        let vm = &mut c.vm;
-        let mut changed = Vec::new();
-        macro_rules! apply {
-            ($field:ident, $label:expr) => {
-                if let Some(v) = set.$field {
-                    vm.$field = v;
-                    changed.push($label);
-                }
-            };
+        let machine = match &set.machine {
+            Some(m) => Some(self.qemu.resolve_machine(m)?),
+            None => None,
+        };
+        let mut changed = apply(&mut c.vm, set.clone());
+        if let Some(m) = machine {
+            c.vm.machine = Some(m);
+            changed.push("machine type");
         }
-        apply!(notes, "notes");
-        apply!(memory_mib, "memory");
-        apply!(cpus, "processors");
-        apply!(boot_order, "boot order");
-        apply!(disks, "disks");
-        apply!(com_ports, "COM ports");
-        apply!(accelerator, "accelerator");
-        apply!(start_action, "start action");
-        apply!(start_delay_secs, "start delay");
-        apply!(stop_action, "stop action");
-        apply!(shutdown_timeout_secs, "shut-down timeout");
-        if let Some(iso) = set.cdrom {
-            vm.cdrom = (!iso.is_empty()).then_some(iso);
-            changed.push("CD/DVD");
-        }
-        if let Some(mut nics) = set.nics {
-            for n in &mut nics {
-                if let Some(m) = &n.mac {
-                    n.mac = Some(validate::mac(m)?);
-                }
-            }
-            let others = self.others(name);
-            let mut taken: HashSet<String> = others
-                .iter()
-                .flat_map(|o| o.vm.nics.iter().filter_map(|n| n.mac.clone()))
-                .collect();
-            taken.extend(nics.iter().filter_map(|n| n.mac.clone()));
-            for (i, n) in nics.iter_mut().enumerate() {
-                if n.mac.is_none() {
-                    // An adapter keeps its MAC address for the VM's life.
-                    let old = vm
-                        .nics
-                        .get(i)
-                        .and_then(|o| o.mac.clone())
-                        .filter(|m| !taken.contains(m));
-                    let m = old.unwrap_or_else(|| validate::new_mac(&taken));
-                    taken.insert(m.clone());
-                    n.mac = Some(m);
-                }
-            }
-            vm.nics = nics;
+        if let Some(nics) = set.nics {
+            c.vm.nics = self.assign_macs(name, &c.vm.nics, nics)?;
             changed.push("network adapters");
         }
-        validate::config(vm, &self.others(name))?;
+        validate::config(&c.vm, &self.others(name))?;
         self.home.save(&c)?;
         self.events.log(
             Code::VmChanged,
@@ -120,6 +124,39 @@ impl Service {
             &format!("changed: {}", changed.join(", ")),
         );
         Ok(())
+    }
+
+    /// The new adapters with their MACs: given ones checked, missing ones kept by position
+    /// (an adapter keeps its MAC for the VM's life) or assigned unique on the host.
+    fn assign_macs(
+        &self,
+        name: &str,
+        old: &[NicSpec],
+        mut nics: Vec<NicSpec>,
+    ) -> Result<Vec<NicSpec>, HostError> {
+        for n in &mut nics {
+            if let Some(m) = &n.mac {
+                n.mac = Some(validate::mac(m)?);
+            }
+        }
+        let mut taken: HashSet<String> = self
+            .others(name)
+            .iter()
+            .flat_map(|o| o.vm.nics.iter().filter_map(|n| n.mac.clone()))
+            .collect();
+        taken.extend(nics.iter().filter_map(|n| n.mac.clone()));
+        for (i, n) in nics.iter_mut().enumerate() {
+            if n.mac.is_none() {
+                let kept = old
+                    .get(i)
+                    .and_then(|o| o.mac.clone())
+                    .filter(|m| !taken.contains(m));
+                let m = kept.unwrap_or_else(|| validate::new_mac(&taken));
+                taken.insert(m.clone());
+                n.mac = Some(m);
+            }
+        }
+        Ok(nics)
     }
 
     pub(super) fn delete(
@@ -164,7 +201,7 @@ impl Service {
         match (setting, &self.kvm) {
             (Accelerator::Tcg, _) | (Accelerator::Auto, Err(_)) => Ok(Accelerator::Tcg),
             (_, Ok(())) => Ok(Accelerator::Kvm),
-            (Accelerator::Kvm, Err(why)) => Err(HostError::Conflict(format!(
+            (Accelerator::Kvm, Err(why)) => Err(HostError::conflict(format!(
                 "VM '{name}' is set to use KVM, which can't run a guest on this host ({why}): set its accelerator to auto or tcg"
             ))),
         }
@@ -178,12 +215,12 @@ impl Service {
             VmState::Off | VmState::Crashed => false,
             VmState::Saved => true,
             VmState::Paused => {
-                return Err(HostError::Conflict(format!(
+                return Err(HostError::conflict(format!(
                     "VM '{name}' is paused: resume it instead"
                 )))
             }
             other => {
-                return Err(HostError::Conflict(format!(
+                return Err(HostError::conflict(format!(
                     "VM '{name}' is {}: it is already started",
                     other.as_str()
                 )))
@@ -192,7 +229,9 @@ impl Service {
         let accel = self.accelerator(name, c.vm.accelerator)?;
         let dir = self.home.vm_dir(name);
         if restore {
-            check_saved(name, &dir, accel)?;
+            check_saved(name, &dir, accel, &self.qemu)?;
+        } else {
+            check_machine(name, c.vm.machine.as_deref(), &self.qemu)?;
         }
         let mut cmd = std::process::Command::new(&self.worker[0]);
         cmd.args(&self.worker[1..])
@@ -207,11 +246,7 @@ impl Service {
             .append(true)
             .open(dir.join("worker.log"))
             .map_err(|e| HostError::io(&dir.join("worker.log"), "open", e))?;
-        // Its own process group: the worker outlives a restart of the service.
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
+        cmd.stderr(log);
         self.events.log(
             Code::VmStarting,
             Some(name),
@@ -222,87 +257,55 @@ impl Service {
                 accel.as_str()
             ),
         );
-        let mut child = cmd.spawn().map_err(|e| {
-            let why = format!("cannot start the VM's worker: {e}");
-            self.events.log(Code::VmStartFailed, Some(name), user, &why);
-            HostError::Internal(why)
-        })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(out).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-        }
-        let worker_pid = child.id();
-        // Reap the worker whenever it ends (a restarted service is not its parent any more).
-        std::thread::spawn(move || child.wait());
-        // Loading a large saved state takes a while; a worker silent for longer is stuck.
-        let line = rx
-            .recv_timeout(Duration::from_secs(900))
-            .unwrap_or_else(|_| {
-                status::kill(worker_pid);
-                "error: the worker did not report within 15 minutes and was killed".to_string()
-            });
-        match line.trim() {
-            "ready" => Ok(()),
-            other => {
-                let why = other
-                    .strip_prefix("error: ")
-                    .unwrap_or("the worker ended without a word: see worker.log");
-                Err(HostError::Conflict(format!(
-                    "cannot start VM '{name}': {why}"
-                )))
+        // Its own process group: the worker outlives a restart of the service. Loading a large
+        // saved state takes a while; a worker silent for longer is stuck.
+        match strata_proc::spawn_daemon(&mut cmd, "the VM's worker", Duration::from_secs(900)) {
+            Ok(_) => Ok(()),
+            Err(e @ strata_proc::DaemonError::Spawn { .. }) => {
+                let why = format!("cannot start the VM's worker: {e}");
+                self.events.log(Code::VmStartFailed, Some(name), user, &why);
+                Err(HostError::internal(why))
             }
+            Err(e) => Err(HostError::conflict(format!(
+                "cannot start VM '{name}': {e}"
+            ))),
         }
     }
 
-    pub(super) fn control(
-        &self,
-        name: &str,
-        op: &str,
-        timeout: Option<u32>,
-        user: &str,
-    ) -> Result<(), HostError> {
+    /// Sends `verb` to the VM's worker. Turning off does not wait behind a request in progress
+    /// (a shut-down waiting for the guest): it takes no VM lock.
+    pub(super) fn control(&self, name: &str, verb: Verb, user: &str) -> Result<(), HostError> {
         let lock = self.lock(name);
-        // Turning off must not wait behind a shut-down in progress.
-        let _g = if op == "stop" {
-            None
-        } else {
-            Some(lock.lock().unwrap_or_else(|p| p.into_inner()))
-        };
-        let (c, st) = if _g.is_some() {
+        let guard = (verb != Verb::TurnOff).then(|| lock.lock().unwrap_or_else(|p| p.into_inner()));
+        let (c, st) = if guard.is_some() {
             self.current_locked(name)?
         } else {
             self.current(name)?
         };
-        let verb = match op {
-            "stop" => "turn it off",
-            "shutdown" => "shut it down",
-            "save" => "save its state",
-            other => other,
-        };
         if !st.state.is_active() || st.state == VmState::Starting {
-            return Err(busy(name, st.state, verb));
+            return Err(busy(name, st.state, verb.describe()));
+        }
+        if verb == Verb::Save {
+            if let Some(why) = self.qemu.save_state_problem() {
+                return Err(HostError::unsupported(format!(
+                    "VM '{name}': cannot save its state: {why}"
+                )));
+            }
         }
         let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
-        let timeout = timeout.unwrap_or(c.vm.shutdown_timeout_secs);
-        let req = ControlRequest {
-            op: op.to_string(),
-            user: user.to_string(),
-            timeout_secs: timeout,
+        let waits = match &verb {
+            Verb::Shutdown { timeout_secs } => *timeout_secs,
+            _ => 0,
         };
-        let limit = Duration::from_secs(u64::from(timeout) + 600);
-        let reply = worker::request(&socket, &req, limit).map_err(|e| {
-            HostError::Conflict(format!(
-                "VM '{name}': its worker did not answer ({e}); `strata vm show {name}` tells its state now"
-            ))
-        })?;
-        match reply.error {
-            None => Ok(()),
-            Some(e) => Err(HostError::Conflict(e)),
-        }
+        let limit = Duration::from_secs(u64::from(waits) + 600);
+        worker::request(&socket, user, verb, limit)
+            .map(drop)
+            .map_err(|e| match e.kind {
+                ErrorKind::Gone | ErrorKind::Hung => e.context(format_args!(
+                    "VM '{name}': its worker did not answer (`strata vm show {name}` tells its state now)"
+                )),
+                _ => e,
+            })
     }
 
     pub(super) fn discard_saved(&self, name: &str, user: &str) -> Result<(), HostError> {
@@ -310,15 +313,13 @@ impl Service {
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let (_, mut st) = self.current_locked(name)?;
         if st.state != VmState::Saved {
-            return Err(HostError::Conflict(format!(
+            return Err(HostError::conflict(format!(
                 "VM '{name}' is {}: it has no saved state",
                 st.state.as_str()
             )));
         }
         let dir = self.home.vm_dir(name);
-        let (image, meta) = worker::saved_files(&dir);
-        let _ = std::fs::remove_file(image);
-        let _ = std::fs::remove_file(meta);
+        saved::remove(&dir);
         st.state = VmState::Off;
         status::write(&dir, &st)?;
         self.events.log(
@@ -332,24 +333,31 @@ impl Service {
 
     /// Applies each active VM's automatic stop action (the host is shutting down), in parallel.
     pub(super) fn stop_vms(&self, user: &str) -> StopVmsReport {
-        let names: Vec<(String, StopAction)> = self
+        let names: Vec<(String, StopAction, u32)> = self
             .home
             .names()
             .into_iter()
             .filter_map(|n| {
                 let (c, st) = self.current(&n).ok()?;
-                st.state.is_active().then_some((n, c.vm.stop_action))
+                st.state
+                    .is_active()
+                    .then_some((n, c.vm.stop_action, c.vm.shutdown_timeout_secs))
             })
             .collect();
         let results = std::thread::scope(|s| {
             let handles: Vec<_> = names
                 .iter()
-                .map(|(n, action)| {
+                .map(|(n, action, timeout)| {
                     s.spawn(move || {
-                        let (op, what) = match action {
-                            StopAction::Save => ("save", "saved"),
-                            StopAction::Shutdown => ("shutdown", "shut down"),
-                            StopAction::TurnOff => ("stop", "turned off"),
+                        let (verb, what) = match action {
+                            StopAction::Save => (Verb::Save, "saved"),
+                            StopAction::Shutdown => (
+                                Verb::Shutdown {
+                                    timeout_secs: *timeout,
+                                },
+                                "shut down",
+                            ),
+                            StopAction::TurnOff => (Verb::TurnOff, "turned off"),
                         };
                         self.events.log(
                             Code::VmAutomaticAction,
@@ -357,7 +365,7 @@ impl Service {
                             user,
                             &format!("automatic stop action: {what}"),
                         );
-                        let r = self.control(n, op, None, user).map(|()| {
+                        let r = self.control(n, verb, user).map(|()| {
                             self.mark_stopped_by_host(n);
                             what.to_string()
                         });
@@ -411,37 +419,73 @@ impl Service {
     }
 }
 
-/// A saved state restores only where it was made: same accelerator and CPU model.
-fn check_saved(name: &str, dir: &std::path::Path, accel: Accelerator) -> Result<(), HostError> {
-    let (image, meta) = worker::saved_files(dir);
-    let text = std::fs::read(&meta)
-        .map_err(|e| HostError::io(&meta, "read the saved state's description", e))?;
-    let saved: SavedMeta = serde_json::from_slice(&text)
-        .map_err(|e| HostError::Corrupt(format!("{}: {e}", meta.display())))?;
+/// A VM starts on its pinned machine type, which this QEMU must have.
+fn check_machine(name: &str, machine: Option<&str>, qemu: &QemuInfo) -> Result<(), HostError> {
+    let Some(machine) = machine else {
+        return Err(HostError::corrupt(format!(
+            "VM '{name}' has no pinned machine type: restart the host service to pin it"
+        )));
+    };
+    if qemu.machines.iter().any(|m| m == machine) {
+        return Ok(());
+    }
+    Err(HostError::unsupported(format!(
+        "VM '{name}' is pinned to machine type {machine}, which this host's QEMU ({}) lacks: install a QEMU that has it, or change the VM's hardware with `strata vm set {name} --machine pc` (= {})",
+        qemu.version,
+        qemu.default_machine()
+    )))
+}
+
+/// A saved state restores only where it can be: the same machine type (which this QEMU must
+/// have), accelerator and CPU model, and the disks as they were.
+fn check_saved(
+    name: &str,
+    dir: &std::path::Path,
+    accel: Accelerator,
+    qemu: &QemuInfo,
+) -> Result<(), HostError> {
+    let saved = saved::read_meta(dir)?;
+    let (image, _) = saved::saved_files(dir);
     if !image.exists() {
-        return Err(HostError::Corrupt(format!(
+        return Err(HostError::corrupt(format!(
             "VM '{name}': the saved state {} is missing: discard it (`strata vm discard-saved {name}`)",
             image.display()
         )));
     }
+    if !qemu.machines.contains(&saved.machine) {
+        return Err(HostError::unsupported(format!(
+            "VM '{name}' was saved on machine type {} ({}), which this host's QEMU ({}) lacks: a saved state restores only on its own machine type. Restore it on a host whose QEMU has {}, or discard the saved state (`strata vm discard-saved {name}`)",
+            saved.machine, saved.qemu, qemu.version, saved.machine
+        )));
+    }
+    if let Some(why) = qemu.save_state_problem() {
+        return Err(HostError::unsupported(format!(
+            "VM '{name}': cannot restore its saved state: {why}"
+        )));
+    }
+    check_saved_host(name, &saved, accel)
+}
+
+/// The saved state's accelerator, CPU and disks against this start's.
+fn check_saved_host(name: &str, saved: &SavedMeta, accel: Accelerator) -> Result<(), HostError> {
     let cpu = crate::qemu::cpu_model(accel);
     let host_cpu = crate::qemu::host_cpu();
     if accel == Accelerator::Kvm && saved.host_cpu != host_cpu {
-        return Err(HostError::Conflict(format!(
+        return Err(HostError::conflict(format!(
             "VM '{name}' was saved under KVM on a '{}' CPU; this host has a '{host_cpu}': a saved state can't be restored on a different kind of host. Restore it where it was saved, or discard the saved state (`strata vm discard-saved {name}`)",
             saved.host_cpu
         )));
     }
     for d in &saved.disks {
         if worker::DiskPrint::of(&d.path).ok().as_ref() != Some(d) {
-            return Err(HostError::Conflict(format!(
+            return Err(HostError::conflict(format!(
                 "VM '{name}': disk '{}' has changed (or is gone) since the VM's state was saved; resuming would show the guest a disk that no longer matches its memory. Put the disk back as it was, or discard the saved state (`strata vm discard-saved {name}`)",
                 d.path
             )));
         }
     }
     if saved.accelerator != accel || saved.cpu != cpu {
-        return Err(HostError::Conflict(format!(
+        return Err(HostError::conflict(format!(
             "VM '{name}' was saved running under {} with CPU model '{}', but would start here under {} with CPU model '{cpu}': a saved state can't be restored on a different kind of host. Restore it where it was saved, set its accelerator to {}, or discard the saved state (`strata vm discard-saved {name}`)",
             saved.accelerator.as_str(),
             saved.cpu,

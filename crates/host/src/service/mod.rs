@@ -16,10 +16,12 @@ use strata_api::{
     VmState, VmSummary,
 };
 
-use crate::error::HostError;
+use crate::error::{ErrorKind, HostError};
 use crate::events::{Code, EventLog};
+use crate::qemu::QemuInfo;
 use crate::status::{self, Status};
 use crate::store::{Home, VmConfig, SCHEMA};
+use crate::worker::Verb;
 
 pub use validate::{MAX_SECS, MEMORY_MIB};
 
@@ -111,7 +113,7 @@ pub struct Service {
     home: Home,
     events: EventLog,
     kvm: Result<(), String>,
-    qemu: String,
+    qemu: QemuInfo,
     worker: Vec<OsString>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     define: Mutex<()>,
@@ -123,7 +125,7 @@ impl Service {
     pub fn new(home: &Path, worker: Vec<OsString>) -> Result<Self, HostError> {
         let home = Home::new(home)?;
         let events = EventLog::new(&home.events());
-        let qemu = crate::qemu::version().map_err(HostError::Internal)?;
+        let qemu = QemuInfo::probe()?;
         let kvm = match std::env::var("STRATA_ACCEL").as_deref() {
             Ok("tcg") => Err("STRATA_ACCEL=tcg".to_string()),
             _ => crate::qemu::probe_kvm(&home.root().join("run")),
@@ -164,9 +166,7 @@ impl Service {
         let (what, target) = (cmd.label(), cmd.target().map(str::to_string));
         let result = self.run(cmd, user);
         if let (Err(e), Some(name)) = (&result, target) {
-            if !matches!(e, HostError::NotFound(_))
-                && self.home.vm_dir(&name).join("vm.toml").exists()
-            {
+            if e.kind != ErrorKind::NotFound && self.home.vm_dir(&name).join("vm.toml").exists() {
                 self.events.log(
                     Code::VmRequestFailed,
                     Some(&name),
@@ -187,23 +187,28 @@ impl Service {
                 .delete(&name, delete_disks, user)
                 .map(|()| Reply::Deleted),
             Command::Start(name) => self.start(&name, user).and_then(|()| vm(&name)),
-            Command::Shutdown(name, t) => self
-                .control(&name, "shutdown", t, user)
-                .and_then(|()| vm(&name)),
+            Command::Shutdown(name, t) => {
+                let timeout_secs = match t {
+                    Some(t) => t,
+                    None => self.current(&name)?.0.vm.shutdown_timeout_secs,
+                };
+                self.control(&name, Verb::Shutdown { timeout_secs }, user)
+                    .and_then(|()| vm(&name))
+            }
             Command::TurnOff(name) => self
-                .control(&name, "stop", None, user)
+                .control(&name, Verb::TurnOff, user)
                 .and_then(|()| vm(&name)),
             Command::Reset(name) => self
-                .control(&name, "reset", None, user)
+                .control(&name, Verb::Reset, user)
                 .and_then(|()| vm(&name)),
             Command::Pause(name) => self
-                .control(&name, "pause", None, user)
+                .control(&name, Verb::Pause, user)
                 .and_then(|()| vm(&name)),
             Command::Resume(name) => self
-                .control(&name, "resume", None, user)
+                .control(&name, Verb::Resume, user)
                 .and_then(|()| vm(&name)),
             Command::Save(name) => self
-                .control(&name, "save", None, user)
+                .control(&name, Verb::Save, user)
                 .and_then(|()| vm(&name)),
             Command::DiscardSaved(name) => self.discard_saved(&name, user).and_then(|()| vm(&name)),
             Command::StopVms => Ok(Reply::Stopped(self.stop_vms(user))),
@@ -232,7 +237,7 @@ impl Service {
     }
 
     fn read(&self, name: &str) -> Result<(VmConfig, Status), HostError> {
-        validate::name(name).map_err(|_| HostError::NotFound(format!("no VM named '{name}'")))?;
+        validate::name(name).map_err(|_| HostError::not_found(format!("no VM named '{name}'")))?;
         let config = self.home.load(name)?;
         let dir = self.home.vm_dir(name);
         // An unreadable status (a torn write on a full disk …) must not make the VM vanish.
@@ -249,7 +254,7 @@ impl Service {
     fn reconcile(&self, name: &str, mut st: Status) -> Result<Status, HostError> {
         let dir = self.home.vm_dir(name);
         if let Some((pid, _)) = st.qemu.filter(|_| st.qemu_alive()) {
-            status::kill(pid);
+            strata_proc::kill(pid);
         }
         let (image, meta) = crate::worker::saved_files(&dir);
         let was = st.state;
@@ -284,11 +289,15 @@ impl Service {
         Ok(st)
     }
 
-    /// Reconciles every VM and logs the ones found running (at service start).
+    /// Reconciles every VM and logs the ones found running (at service start); pins the machine
+    /// type of VMs made before Strata pinned it.
     pub fn reconcile_all(&self) {
         for name in self.home.names() {
             let lock = self.lock(&name);
             let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = self.pin_machine(&name) {
+                eprintln!("strata serve: VM '{name}': {e}");
+            }
             match self.current_locked(&name) {
                 Ok((_, st)) if st.state.is_active() => self.events.log(
                     Code::VmReattached,
@@ -304,6 +313,24 @@ impl Service {
                 Err(e) => eprintln!("strata serve: VM '{name}': {e}"),
             }
         }
+    }
+
+    /// A VM made before machine types were pinned gets this host's default, as if created now.
+    fn pin_machine(&self, name: &str) -> Result<(), HostError> {
+        let mut c = self.home.load(name)?;
+        if c.vm.machine.is_some() {
+            return Ok(());
+        }
+        let machine = self.qemu.default_machine().to_string();
+        c.vm.machine = Some(machine.clone());
+        self.home.save(&c)?;
+        self.events.log(
+            Code::VmChanged,
+            Some(name),
+            "system",
+            &format!("machine type pinned to {machine} (the VM predates pinning)"),
+        );
+        Ok(())
     }
 
     /// All VMs.
@@ -358,6 +385,7 @@ impl Service {
             kernel: vm.kernel,
             accelerator: st.accelerator.filter(|_| active).unwrap_or(vm.accelerator),
             accelerator_setting: vm.accelerator,
+            machine: vm.machine.unwrap_or_default(),
             start_action: vm.start_action,
             start_delay_secs: vm.start_delay_secs,
             stop_action: vm.stop_action,
@@ -381,7 +409,11 @@ impl Service {
                 Accelerator::Tcg
             },
             kvm_problem: self.kvm.clone().err(),
-            qemu: self.qemu.clone(),
+            qemu: self.qemu.line.clone(),
+            qemu_version: self.qemu.version.to_string(),
+            default_machine: self.qemu.default_machine().to_string(),
+            machines: self.qemu.machines.clone(),
+            features: self.qemu.features(&self.kvm),
             vms: self.home.names().len(),
         }
     }
@@ -395,7 +427,7 @@ impl Service {
         let since = since
             .map(|s| {
                 humantime::parse_rfc3339_weak(s).map_err(|e| {
-                    HostError::Invalid(format!(
+                    HostError::invalid(format!(
                         "since '{s}': not a time such as 2026-11-22T10:00:00Z ({e})"
                     ))
                 })
@@ -408,7 +440,7 @@ impl Service {
     pub fn console_log(&self, name: &str) -> Result<String, HostError> {
         let (c, _) = self.current(name)?;
         if c.vm.com_ports.iter().any(|p| p.port == 1) {
-            return Err(HostError::Conflict(format!(
+            return Err(HostError::conflict(format!(
                 "VM '{name}': COM1 is connected to '{}', not recorded as the console",
                 c.vm.com_ports
                     .iter()
@@ -429,7 +461,7 @@ impl Service {
         let _g = self.define.lock().unwrap_or_else(|p| p.into_inner());
         validate::name(&spec.name)?;
         if self.home.vm_dir(&spec.name).join("vm.toml").exists() {
-            return Err(HostError::Conflict(format!(
+            return Err(HostError::conflict(format!(
                 "a VM named '{}' already exists",
                 spec.name
             )));
@@ -449,6 +481,10 @@ impl Service {
                 }
             }
         }
+        spec.machine = Some(
+            self.qemu
+                .resolve_machine(spec.machine.as_deref().unwrap_or("pc"))?,
+        );
         validate::config(&spec, &others)?;
         let config = VmConfig {
             schema: SCHEMA,
@@ -462,10 +498,11 @@ impl Service {
             Some(&config.vm.name),
             user,
             &format!(
-                "created ({} MiB, {} CPU, {} disk(s))",
+                "created ({} MiB, {} CPU, {} disk(s), machine {})",
                 config.vm.memory_mib,
                 config.vm.cpus,
-                config.vm.disks.len()
+                config.vm.disks.len(),
+                config.vm.machine.as_deref().unwrap_or_default()
             ),
         );
         Ok(config.vm.name)

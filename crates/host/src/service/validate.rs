@@ -19,7 +19,7 @@ pub const CPUS: (u32, u32) = (1, 64);
 pub const MAX_SECS: u32 = 3600;
 
 fn invalid(msg: String) -> HostError {
-    HostError::Invalid(msg)
+    HostError::invalid(msg)
 }
 
 /// Whether `name` is a valid VM name.

@@ -1,58 +1,18 @@
-//! The worker's control socket: one JSON request per connection, one JSON reply. The service is the
-//! only client. Requests that end QEMU (shut down, turn off, save) reply once the outcome is
-//! recorded.
+//! The worker's side of the control socket ([`super::protocol`]): one request per connection, one
+//! reply. The service is the only client. Requests that end QEMU (shut down, turn off, save) reply
+//! once the outcome is recorded.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use strata_api::VmState;
 
+use super::protocol::{self, Reply, Verb};
 use super::{saved_files, Intent, SavedMeta, Shared};
+use crate::error::{ErrorKind, HostError};
 use crate::events::Code;
-
-/// A request to a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ControlRequest {
-    /// `ping`, `pause`, `resume`, `reset`, `shutdown`, `stop` or `save`.
-    pub op: String,
-    /// Who asked (for the event log).
-    pub user: String,
-    /// For `shutdown`: seconds before turning the VM off.
-    #[serde(default)]
-    pub timeout_secs: u32,
-}
-
-/// A worker's reply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ControlReply {
-    /// The VM's state after the request.
-    pub state: Option<VmState>,
-    /// Why the request failed.
-    pub error: Option<String>,
-}
-
-/// Sends `req` to the worker listening on `socket` and waits for the reply (up to `limit`).
-pub fn request(
-    socket: &Path,
-    req: &ControlRequest,
-    limit: Duration,
-) -> Result<ControlReply, String> {
-    let io = |e: std::io::Error| format!("the VM's worker ({}): {e}", socket.display());
-    let mut s = UnixStream::connect(socket).map_err(io)?;
-    s.set_read_timeout(Some(limit)).map_err(io)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    s.write_all(&line).map_err(io)?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply).map_err(io)?;
-    serde_json::from_str(&reply)
-        .map_err(|e| format!("the VM's worker sent a bad reply ({e}): {reply:?}"))
-}
 
 pub(super) fn serve(listener: UnixListener, shared: Arc<Shared>) {
     std::thread::spawn(move || {
@@ -72,17 +32,17 @@ fn handle(conn: UnixStream, shared: &Shared) {
     if BufReader::new(conn).read_line(&mut line).is_err() {
         return;
     }
-    let result = match serde_json::from_str::<ControlRequest>(&line) {
-        Ok(req) => execute(shared, &req),
-        Err(e) => Err(format!("bad request: {e}")),
-    };
+    let result =
+        protocol::decode_request(&line).and_then(|req| execute(shared, &req.user, &req.verb));
     let reply = match result {
-        Ok(state) => ControlReply {
-            state: Some(state),
+        Ok(state) => Reply {
+            version: protocol::VERSION,
+            state,
             error: None,
         },
-        Err(e) => ControlReply {
-            state: Some(shared.state()),
+        Err(e) => Reply {
+            version: protocol::VERSION,
+            state: shared.state(),
             error: Some(e),
         },
     };
@@ -91,7 +51,7 @@ fn handle(conn: UnixStream, shared: &Shared) {
     let _ = writer.write_all(&out);
 }
 
-fn refuse(shared: &Shared, what: &str, state: VmState) -> String {
+fn refuse(shared: &Shared, verb: &Verb, state: VmState) -> HostError {
     let advice = match state {
         VmState::Paused => "resume it first, or turn it off",
         VmState::Running => "it is already running",
@@ -100,53 +60,52 @@ fn refuse(shared: &Shared, what: &str, state: VmState) -> String {
         VmState::Starting => "it is starting: wait",
         _ => "start it first",
     };
-    format!(
-        "VM '{}' is {}: cannot {what} ({advice})",
+    HostError::conflict(format!(
+        "VM '{}' is {}: cannot {} ({advice})",
         shared.name,
-        state.as_str()
-    )
+        state.as_str(),
+        verb.describe()
+    ))
 }
 
-fn execute(shared: &Shared, req: &ControlRequest) -> Result<VmState, String> {
-    let user = req.user.as_str();
-    if req.op == "ping" {
-        return Ok(shared.state());
-    }
-    if req.op == "stop" {
-        return turn_off(shared, user);
+fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostError> {
+    match verb {
+        Verb::Ping => return Ok(shared.state()),
+        // Turning off must not wait behind a shut-down or a pause in progress.
+        Verb::TurnOff => return turn_off(shared, user),
+        _ => {}
     }
     let Ok(_op) = shared.op_lock.try_lock() else {
-        return Err(refuse(shared, &req.op, shared.state()));
+        return Err(refuse(shared, verb, shared.state()));
     };
     let state = shared.state();
-    match (req.op.as_str(), state) {
-        ("pause", VmState::Running) => {
-            shared.qmp.stop()?;
+    match (verb, state) {
+        (Verb::Pause, VmState::Running) => {
+            shared.qmp.pause()?;
             shared.set_state(VmState::Paused);
             shared.log(Code::VmPaused, user, "paused");
             Ok(VmState::Paused)
         }
-        ("resume", VmState::Paused) => {
-            shared.qmp.cont()?;
+        (Verb::Resume, VmState::Paused) => {
+            shared.qmp.resume()?;
             shared.set_state(VmState::Running);
             shared.log(Code::VmResumed, user, "resumed");
             Ok(VmState::Running)
         }
-        ("reset", VmState::Running | VmState::Paused) => {
+        (Verb::Reset, VmState::Running | VmState::Paused) => {
             shared.qmp.execute("system_reset", None)?;
             shared.log(Code::VmReset, user, "reset");
             Ok(state)
         }
-        ("shutdown", VmState::Running) => shutdown(shared, user, req.timeout_secs),
-        ("save", VmState::Running | VmState::Paused) => save(shared, user, state),
-        ("pause" | "resume" | "reset" | "shutdown" | "save", _) => {
-            Err(refuse(shared, &req.op, state))
+        (Verb::Shutdown { timeout_secs }, VmState::Running) => {
+            shutdown(shared, user, *timeout_secs)
         }
-        (op, _) => Err(format!("unknown request '{op}'")),
+        (Verb::Save, VmState::Running | VmState::Paused) => save(shared, user, state),
+        _ => Err(refuse(shared, verb, state)),
     }
 }
 
-fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, String> {
+fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, HostError> {
     *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) =
         Some(Intent::Shutdown(user.to_string()));
     shared.set_state(VmState::Stopping);
@@ -172,10 +131,10 @@ fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, String
     end_qemu(shared)
 }
 
-fn turn_off(shared: &Shared, user: &str) -> Result<VmState, String> {
+fn turn_off(shared: &Shared, user: &str) -> Result<VmState, HostError> {
     let state = shared.state();
     if !state.is_active() || state == VmState::Saving {
-        return Err(refuse(shared, "turn off", state));
+        return Err(refuse(shared, &Verb::TurnOff, state));
     }
     {
         let mut intent = shared.intent.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,74 +147,87 @@ fn turn_off(shared: &Shared, user: &str) -> Result<VmState, String> {
 }
 
 /// Asks QEMU to quit, kills it if it does not, and waits for the outcome to be recorded.
-fn end_qemu(shared: &Shared) -> Result<VmState, String> {
-    if shared.qmp.execute("quit", None).is_err() {
+fn end_qemu(shared: &Shared) -> Result<VmState, HostError> {
+    if shared.qmp.quit().is_err() {
         shared.kill_qemu();
     }
     if let Some(end) = shared.wait_end(Duration::from_secs(10)) {
         return Ok(end);
     }
     shared.kill_qemu();
-    shared
-        .wait_end(Duration::from_secs(10))
-        .ok_or_else(|| "QEMU did not end".to_string())
+    shared.wait_end(Duration::from_secs(10)).ok_or_else(|| {
+        HostError::new(
+            ErrorKind::Hung,
+            format!(
+                "VM '{}': QEMU did not end within 20 s, even after SIGKILL",
+                shared.name
+            ),
+        )
+    })
 }
 
-fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, String> {
+fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, HostError> {
     shared.set_state(VmState::Saving);
-    let (image, meta) = saved_files(&shared.dir);
-    let tmp = shared.dir.join("saved.state.partial");
-    let result = (|| {
-        if before == VmState::Running {
-            shared.qmp.stop()?;
-        }
-        // Whatever an earlier save left is not this state: the metadata is written last, and
-        // only its presence makes a saved state.
+    if let Err(e) = write_saved_state(shared, before) {
+        let (image, meta) = saved_files(&shared.dir);
         let _ = std::fs::remove_file(&meta);
         let _ = std::fs::remove_file(&image);
-        let _ = std::fs::remove_file(&tmp);
-        let machine = shared.qmp.machine()?;
-        shared.qmp.migrate_to_file(&tmp)?;
-        let f = std::fs::File::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        f.sync_all()
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &image).map_err(|e| format!("{}: {e}", image.display()))?;
-        let info = SavedMeta {
-            accelerator: shared.accel,
-            cpu: crate::qemu::cpu_model(shared.accel).to_string(),
-            host_cpu: crate::qemu::host_cpu(),
-            machine,
-            qemu: crate::qemu::version().unwrap_or_default(),
-            time: crate::events::now(),
-            disks: Vec::new(),
-        };
-        crate::store::write_atomic(&meta, &serde_json::to_vec_pretty(&info).unwrap_or_default())
-            .map_err(|e| e.to_string())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&meta);
-        let _ = std::fs::remove_file(&image);
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(partial(shared));
+        let e = e.context(format_args!(
+            "VM '{}': saving the state failed",
+            shared.name
+        ));
         if shared.has_ended() {
-            return Err(format!(
-                "VM '{}': saving the state failed: {e}",
-                shared.name
-            ));
+            return Err(e);
         }
         if before == VmState::Running {
-            let _ = shared.qmp.cont();
+            let _ = shared.qmp.resume();
         }
         shared.set_state(before);
         shared.log(
             Code::VmSaveFailed,
             user,
-            &format!("saving the state failed, the VM keeps running: {e}"),
+            &format!("{e}; the VM stays {}", before.as_str()),
         );
-        return Err(format!(
-            "VM '{}': saving the state failed: {e}",
-            shared.name
-        ));
+        return Err(e);
     }
     *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Intent::Save(user.to_string()));
     end_qemu(shared)
+}
+
+/// Where the memory image is written before it is complete.
+fn partial(shared: &Shared) -> std::path::PathBuf {
+    shared.dir.join("saved.state.partial")
+}
+
+/// Pauses the guest and writes its state: the image first (fsynced, renamed into place), then the
+/// metadata, whose presence alone makes a saved state.
+fn write_saved_state(shared: &Shared, before: VmState) -> Result<(), HostError> {
+    let (image, meta) = saved_files(&shared.dir);
+    let tmp = partial(shared);
+    if before == VmState::Running {
+        shared.qmp.pause()?;
+    }
+    // Whatever an earlier save left is not this state.
+    let _ = std::fs::remove_file(&meta);
+    let _ = std::fs::remove_file(&image);
+    let _ = std::fs::remove_file(&tmp);
+    shared.qmp.migrate_to_file(&tmp)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| HostError::io(&tmp, "flush", e))?;
+    std::fs::rename(&tmp, &image).map_err(|e| HostError::io(&image, "create", e))?;
+    let info = SavedMeta {
+        accelerator: shared.accel,
+        cpu: crate::qemu::cpu_model(shared.accel).to_string(),
+        host_cpu: crate::qemu::host_cpu(),
+        machine: shared.machine.clone(),
+        qemu: crate::qemu::version().unwrap_or_default(),
+        time: crate::events::now(),
+        disks: Vec::new(),
+    };
+    let text = serde_json::to_vec_pretty(&info).map_err(|e| {
+        HostError::internal(format!("cannot encode the saved state's metadata: {e}"))
+    })?;
+    crate::store::write_atomic(&meta, &text)
 }

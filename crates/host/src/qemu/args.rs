@@ -1,0 +1,337 @@
+//! QEMU's command line for a VM.
+//!
+//! Disks never reach QEMU as files: each is a `-blockdev` of driver `nbd` on a Unix socket served by
+//! the VM's worker through Strata's VHD engine. Only an ISO in the CD/DVD drive is opened by QEMU
+//! itself, read-only.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use strata_api::{Accelerator, BootDevice, ComKind, CreateVm, DiskBus, NicModel};
+
+use super::cpu_model;
+
+/// Where a running VM's sockets live.
+#[derive(Debug, Clone)]
+pub struct Sockets {
+    /// QMP.
+    pub qmp: PathBuf,
+    /// COM1 as QEMU serves it (the worker is its only client).
+    pub serial: PathBuf,
+    /// Where `strata vm console` attaches (served by the worker).
+    pub console: PathBuf,
+    /// The worker's control socket.
+    pub control: PathBuf,
+    /// VNC display.
+    pub vnc: PathBuf,
+}
+
+impl Sockets {
+    /// The sockets in `run_dir`.
+    pub fn new(run_dir: &Path) -> Self {
+        Self {
+            qmp: run_dir.join("qmp.sock"),
+            serial: run_dir.join("serial.sock"),
+            console: run_dir.join("console.sock"),
+            control: run_dir.join("control.sock"),
+            vnc: run_dir.join("vnc.sock"),
+        }
+    }
+
+    /// Disk `i`'s NBD socket.
+    pub fn disk(&self, i: usize) -> PathBuf {
+        self.qmp.with_file_name(format!("disk{i}.sock"))
+    }
+}
+
+/// IDE slots: (bus, unit) for each IDE disk in order, then the CD/DVD drive.
+fn ide_slot(n: usize) -> (usize, usize) {
+    (n / 2, n % 2)
+}
+
+/// How QEMU is to start: which accelerator and machine type, and whether it waits for a saved
+/// state.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// `kvm` or `tcg`.
+    pub accel: Accelerator,
+    /// The versioned machine type (the VM's pinned one, or the saved state's).
+    pub machine: &'a str,
+    /// Wait for `migrate-incoming` (a restore).
+    pub incoming: bool,
+}
+
+/// QEMU's arguments for `vm` (without the binary). QEMU starts paused (`-S`); with
+/// `launch.incoming` it waits for `migrate-incoming`.
+pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String> {
+    let mut a = base(vm, launch, sockets);
+    a.extend(boot_order(vm));
+    a.extend(com_ports(vm, sockets));
+    a.extend(disks(vm, sockets));
+    a.extend(nics(vm));
+    a.extend(kernel(vm));
+    if launch.incoming {
+        a.extend(strings(&["-incoming", "defer"]));
+    }
+    a
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_string()).collect()
+}
+
+/// Name, machine, accelerator, CPU, memory, and the fixed devices (display, monitor).
+fn base(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String> {
+    let name = format!("{},debug-threads=on", vm.name.replace(',', ",,"));
+    let (memory, cpus) = (vm.memory_mib.to_string(), vm.cpus.to_string());
+    let vnc = format!("unix:{}", sockets.vnc.display());
+    let qmp = format!("unix:{},server=on,wait=off", sockets.qmp.display());
+    strings(&[
+        "-name",
+        &name,
+        "-machine",
+        launch.machine,
+        "-accel",
+        launch.accel.as_str(),
+        "-cpu",
+        cpu_model(launch.accel),
+        "-m",
+        &memory,
+        "-smp",
+        &cpus,
+        "-nodefaults",
+        "-no-user-config",
+        "-S",
+        "-msg",
+        "timestamp=on",
+        "-vga",
+        "std",
+        "-display",
+        "none",
+        "-vnc",
+        &vnc,
+        "-qmp",
+        &qmp,
+    ])
+}
+
+fn boot_order(vm: &CreateVm) -> Vec<String> {
+    let order: String = vm
+        .boot_order
+        .iter()
+        .map(|b| match b {
+            BootDevice::Disk => 'c',
+            BootDevice::Cdrom => 'd',
+            BootDevice::Network => 'n',
+        })
+        .collect();
+    if order.is_empty() {
+        return Vec::new();
+    }
+    strings(&["-boot", &format!("order={order}")])
+}
+
+/// COM1 and COM2: a file or socket of the user's, else COM1 is the worker's console socket.
+fn com_ports(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
+    let mut a = Vec::new();
+    for port in 1..=2u8 {
+        let id = format!("com{port}");
+        let chardev = match vm.com_ports.iter().find(|c| c.port == port) {
+            Some(c) => match c.kind {
+                ComKind::File => format!("file,id={id},path={}", c.path.replace(',', ",,")),
+                ComKind::Socket => format!(
+                    "socket,id={id},path={},server=on,wait=off",
+                    c.path.replace(',', ",,")
+                ),
+            },
+            None if port == 1 => format!(
+                "socket,id={id},path={},server=on,wait=off",
+                sockets.serial.display()
+            ),
+            None => continue,
+        };
+        a.extend(strings(&[
+            "-chardev",
+            &chardev,
+            "-serial",
+            &format!("chardev:{id}"),
+        ]));
+    }
+    a
+}
+
+/// Each disk on its NBD socket, then the CD/DVD drive after the IDE disks.
+fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
+    let mut a = Vec::new();
+    let mut ide = 0;
+    for (i, d) in vm.disks.iter().enumerate() {
+        let node = format!("disk{i}");
+        let blockdev = json!({
+            "driver": "nbd", "node-name": node, "discard": "unmap",
+            "server": { "type": "unix", "path": sockets.disk(i) },
+        });
+        let device = match d.bus {
+            DiskBus::Virtio => format!("virtio-blk-pci,drive={node},id=vd{i}"),
+            DiskBus::Ide => {
+                let (bus, unit) = ide_slot(ide);
+                ide += 1;
+                format!("ide-hd,drive={node},bus=ide.{bus},unit={unit},id=hd{i}")
+            }
+        };
+        a.extend(strings(&[
+            "-blockdev",
+            &blockdev.to_string(),
+            "-device",
+            &device,
+        ]));
+    }
+    if let Some(iso) = &vm.cdrom {
+        let blockdev = json!({
+            "driver": "raw", "node-name": "cd0", "read-only": true,
+            "file": { "driver": "file", "filename": iso, "read-only": true },
+        });
+        let (bus, unit) = ide_slot(ide);
+        let device = format!("ide-cd,drive=cd0,bus=ide.{bus},unit={unit},id=cd0");
+        a.extend(strings(&[
+            "-blockdev",
+            &blockdev.to_string(),
+            "-device",
+            &device,
+        ]));
+    }
+    a
+}
+
+/// Network adapters: QEMU's user-mode network, restricted to the host, until switches exist.
+fn nics(vm: &CreateVm) -> Vec<String> {
+    let mut a = Vec::new();
+    for (i, n) in vm.nics.iter().enumerate() {
+        let model = match n.model {
+            NicModel::Virtio => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+        };
+        let mac = n.mac.as_deref().unwrap_or_default();
+        let netdev = format!("user,id=net{i},restrict=on");
+        let device = format!("{model},netdev=net{i},mac={mac},id=nic{i}");
+        a.extend(strings(&["-netdev", &netdev, "-device", &device]));
+    }
+    a
+}
+
+fn kernel(vm: &CreateVm) -> Vec<String> {
+    let Some(k) = &vm.kernel else {
+        return Vec::new();
+    };
+    let mut a = strings(&["-kernel", &k.kernel]);
+    if let Some(initrd) = &k.initrd {
+        a.extend(strings(&["-initrd", initrd]));
+    }
+    if !k.cmdline.is_empty() {
+        a.extend(strings(&["-append", &k.cmdline]));
+    }
+    a
+}
+
+/// How many disks each controller takes (IDE: two channels of two, shared with the CD/DVD drive).
+pub const MAX_IDE: usize = 4;
+/// virtio disks.
+pub const MAX_VIRTIO: usize = 16;
+/// Network adapters.
+pub const MAX_NICS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_api::{ComPort, DiskSpec, KernelBoot, NicSpec};
+
+    fn vm() -> CreateVm {
+        let mut vm = CreateVm::named("web,1");
+        vm.disks = vec![
+            DiskSpec {
+                path: "/v/a.vhd".into(),
+                bus: DiskBus::Ide,
+            },
+            DiskSpec {
+                path: "/v/b.vhd".into(),
+                bus: DiskBus::Virtio,
+            },
+            DiskSpec {
+                path: "/v/c.vhd".into(),
+                bus: DiskBus::Ide,
+            },
+        ];
+        vm.cdrom = Some("/iso/x.iso".into());
+        vm.nics = vec![NicSpec {
+            model: NicModel::E1000,
+            mac: Some("02:53:54:00:00:01".into()),
+        }];
+        vm.com_ports = vec![ComPort {
+            port: 2,
+            kind: ComKind::File,
+            path: "/tmp/a,b".into(),
+        }];
+        vm.kernel = Some(KernelBoot {
+            kernel: "/k".into(),
+            initrd: Some("/i".into()),
+            cmdline: "console=ttyS0".into(),
+        });
+        vm
+    }
+
+    fn after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn launch(machine: &str, incoming: bool) -> Launch<'_> {
+        Launch {
+            accel: Accelerator::Tcg,
+            machine,
+            incoming,
+        }
+    }
+
+    #[test]
+    fn the_pinned_machine_type_is_passed_and_a_restore_waits_for_its_state() {
+        let s = Sockets::new(Path::new("/run/x"));
+        let a = args(&vm(), &launch("pc-i440fx-9.2", false), &s);
+        assert_eq!(after(&a, "-machine"), ["pc-i440fx-9.2"]);
+        assert!(after(&a, "-incoming").is_empty());
+        assert_eq!(after(&a, "-cpu"), ["max"]);
+        let a = args(&vm(), &launch("pc-i440fx-8.2", true), &s);
+        assert_eq!(after(&a, "-machine"), ["pc-i440fx-8.2"]);
+        assert_eq!(after(&a, "-incoming"), ["defer"]);
+    }
+
+    #[test]
+    fn devices_are_laid_out_on_their_buses() {
+        let s = Sockets::new(Path::new("/run/x"));
+        let a = args(&vm(), &launch("pc-i440fx-10.0", false), &s);
+        assert_eq!(after(&a, "-name"), ["web,,1,debug-threads=on"]);
+        assert_eq!(
+            after(&a, "-device"),
+            [
+                "ide-hd,drive=disk0,bus=ide.0,unit=0,id=hd0",
+                "virtio-blk-pci,drive=disk1,id=vd1",
+                "ide-hd,drive=disk2,bus=ide.0,unit=1,id=hd2",
+                "ide-cd,drive=cd0,bus=ide.1,unit=0,id=cd0",
+                "e1000,netdev=net0,mac=02:53:54:00:00:01,id=nic0",
+            ]
+        );
+        let blockdevs = after(&a, "-blockdev");
+        assert!(blockdevs[1].contains("/run/x/disk1.sock"), "{blockdevs:?}");
+        assert_eq!(
+            after(&a, "-chardev"),
+            [
+                "socket,id=com1,path=/run/x/serial.sock,server=on,wait=off",
+                "file,id=com2,path=/tmp/a,,b",
+            ]
+        );
+        assert_eq!(after(&a, "-boot"), ["order=cdn"]);
+        assert_eq!(after(&a, "-append"), ["console=ttyS0"]);
+        assert_eq!(after(&a, "-initrd"), ["/i"]);
+        assert_eq!(after(&a, "-netdev"), ["user,id=net0,restrict=on"]);
+    }
+}

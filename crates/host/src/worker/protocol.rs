@@ -1,0 +1,267 @@
+//! The typed protocol between the host service and a VM's worker, on the worker's control socket:
+//! one JSON [`Request`] per connection, one JSON [`Reply`]. Both sides use these types, so a new
+//! verb is a compile error until the worker handles it. The version travels in every message: a
+//! worker started by an older Strata refuses what it does not speak, by name.
+//!
+//! Names are the service's: `TurnOff` ends QEMU at once, `Pause` stops the guest's CPUs (QMP calls
+//! that `stop`), `Shutdown` presses the ACPI power button.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_api::VmState;
+
+use crate::error::{ErrorKind, HostError};
+
+/// The protocol's version; a worker answers only requests of its own version.
+pub const VERSION: u32 = 1;
+
+/// What the service asks a worker to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Verb {
+    /// Report the VM's state.
+    Ping,
+    /// Stop the guest's CPUs; memory is kept.
+    Pause,
+    /// Resume a paused guest.
+    Resume,
+    /// Reset the guest (the reset button).
+    Reset,
+    /// Press the ACPI power button; turn off after `timeout_secs` if the guest ignores it.
+    Shutdown {
+        /// Seconds to wait for the guest.
+        timeout_secs: u32,
+    },
+    /// End QEMU at once (disks flushed).
+    TurnOff,
+    /// Save the memory and device state, then end QEMU.
+    Save,
+}
+
+impl Verb {
+    /// What the verb does, as the object of "cannot …" in messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Ping => "report its state",
+            Self::Pause => "pause it",
+            Self::Resume => "resume it",
+            Self::Reset => "reset it",
+            Self::Shutdown { .. } => "shut it down",
+            Self::TurnOff => "turn it off",
+            Self::Save => "save its state",
+        }
+    }
+
+    /// Whether the request ends QEMU (its reply comes once the outcome is recorded).
+    pub fn ends_qemu(&self) -> bool {
+        matches!(self, Self::Shutdown { .. } | Self::TurnOff | Self::Save)
+    }
+}
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Who asked (for the event log).
+    pub user: String,
+    /// What to do.
+    pub verb: Verb,
+}
+
+/// A worker's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// The worker's [`VERSION`].
+    pub version: u32,
+    /// The VM's state after the request.
+    pub state: VmState,
+    /// Why the request was refused or failed, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<HostError>,
+}
+
+impl Reply {
+    /// The outcome: the state, or the error (its kind as the worker gave it).
+    pub fn into_result(self) -> Result<VmState, HostError> {
+        match self.error {
+            None => Ok(self.state),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Sends `verb` on behalf of `user` to the worker listening on `socket` and waits up to `limit`
+/// for the reply. A missing socket is [`ErrorKind::Gone`], silence [`ErrorKind::Hung`].
+pub fn request(
+    socket: &Path,
+    user: &str,
+    verb: Verb,
+    limit: Duration,
+) -> Result<VmState, HostError> {
+    let where_ = || format!("the VM's worker ({})", socket.display());
+    let gone = |e: std::io::Error| HostError::new(ErrorKind::Gone, format!("{}: {e}", where_()));
+    let mut s = UnixStream::connect(socket).map_err(gone)?;
+    s.set_read_timeout(Some(limit)).map_err(gone)?;
+    let req = Request {
+        version: VERSION,
+        user: user.to_string(),
+        verb,
+    };
+    let mut line = serde_json::to_vec(&req)
+        .map_err(|e| HostError::internal(format!("cannot encode a worker request: {e}")))?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(gone)?;
+    let mut reply = String::new();
+    let read = BufReader::new(s).read_line(&mut reply);
+    match read {
+        Ok(0) => Err(HostError::new(
+            ErrorKind::Gone,
+            format!("{} closed the connection without a reply", where_()),
+        )),
+        Ok(_) => decode_reply(&reply)
+            .map_err(|e| e.context(where_()))?
+            .into_result(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(HostError::new(
+                ErrorKind::Hung,
+                format!("{} did not answer within {} s", where_(), limit.as_secs()),
+            ))
+        }
+        Err(e) => Err(gone(e)),
+    }
+}
+
+/// Reads a reply line, refusing one of another protocol version.
+pub fn decode_reply(line: &str) -> Result<Reply, HostError> {
+    let reply: Reply = serde_json::from_str(line)
+        .map_err(|e| HostError::internal(format!("a bad reply ({e}): {:?}", line.trim())))?;
+    if reply.version != VERSION {
+        return Err(version_mismatch(reply.version));
+    }
+    Ok(reply)
+}
+
+/// Reads a request line; a request of another version or shape is refused with the reason.
+pub fn decode_request(line: &str) -> Result<Request, HostError> {
+    // The version is read first, so that a request of another version is named as such rather
+    // than reported as malformed.
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let versioned: Versioned = serde_json::from_str(line)
+        .map_err(|e| HostError::invalid(format!("bad request ({e}): {:?}", line.trim())))?;
+    if versioned.version != VERSION {
+        return Err(version_mismatch(versioned.version));
+    }
+    serde_json::from_str(line)
+        .map_err(|e| HostError::invalid(format!("bad request ({e}): {:?}", line.trim())))
+}
+
+fn version_mismatch(theirs: u32) -> HostError {
+    HostError::unsupported(format!(
+        "control protocol version {theirs} is not this Strata's ({VERSION}): the VM's worker and the host service come from different Strata versions; turn the VM off with the Strata that started it, or restart it after the upgrade"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_their_shape_is_stable() {
+        let req = Request {
+            version: VERSION,
+            user: "alice".into(),
+            verb: Verb::Shutdown { timeout_secs: 30 },
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            line,
+            r#"{"version":1,"user":"alice","verb":{"verb":"shutdown","timeout_secs":30}}"#
+        );
+        assert_eq!(decode_request(&line).unwrap(), req);
+        let off = r#"{"version":1,"user":"a","verb":{"verb":"turn-off"}}"#;
+        assert_eq!(decode_request(off).unwrap().verb, Verb::TurnOff);
+    }
+
+    #[test]
+    fn unknown_verbs_fields_and_versions_are_refused_by_name() {
+        let e = decode_request(r#"{"version":1,"user":"a","verb":{"verb":"stop"}}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert!(e.message.contains("stop"), "{e}");
+        let e =
+            decode_request(r#"{"version":1,"user":"a","verb":{"verb":"save"},"x":1}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        let e = decode_request(r#"{"version":2,"user":"a","verb":{"verb":"warp"}}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(e.message.contains("version 2"), "{e}");
+        let e = decode_request("not json").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn replies_carry_the_error_kind_across() {
+        let reply = Reply {
+            version: VERSION,
+            state: VmState::Running,
+            error: Some(HostError::new(
+                ErrorKind::Hung,
+                "QMP stop: QEMU did not answer",
+            )),
+        };
+        let line = serde_json::to_string(&reply).unwrap();
+        let back = decode_reply(&line).unwrap();
+        assert_eq!(back, reply);
+        let e = back.into_result().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Hung);
+        let ok = decode_reply(r#"{"version":1,"state":"paused"}"#).unwrap();
+        assert_eq!(ok.into_result().unwrap(), VmState::Paused);
+        assert_eq!(
+            decode_reply(r#"{"version":9,"state":"paused"}"#)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn a_missing_worker_socket_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = request(
+            &dir.path().join("control.sock"),
+            "a",
+            Verb::Ping,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Gone);
+    }
+
+    #[test]
+    fn a_silent_worker_is_hung() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(conn);
+        });
+        let e = request(&path, "a", Verb::Pause, Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Hung, "{e}");
+        t.join().unwrap();
+    }
+}
