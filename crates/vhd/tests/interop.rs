@@ -204,7 +204,7 @@ fn differencing_chains_read_identically_by_libvhdi() {
 
 #[test]
 fn shared_corpus_files_read_as_their_makers_meant() {
-        let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     // qemu's ext2 disk: same bytes as qemu reads, an ext2 superblock magic at 1024+56.
     let ext2 = interop("qemu-ext2-dynamic.vhd");
     let raw = dir.path().join("ext2.raw");
@@ -237,7 +237,7 @@ fn shared_corpus_files_read_as_their_makers_meant() {
 
 #[test]
 fn windows_differencing_disk_opens_with_a_parent_beside_it() {
-        let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let child = dir.path().join("child.vhd");
     std::fs::copy(interop("windows10-fat-differential.vhd"), &child).unwrap();
     // Without the parent: a clear error naming what was looked for.
