@@ -7,7 +7,8 @@
 //!
 //! The crate is synchronous and knows nothing of virtual machines or networks. Layout:
 //! - [`footer`], [`header`], [`bitmap`], [`locator`]: the on-disk structures;
-//! - [`Disk`] (`disk.rs`) and the sparse engine (`sparse.rs`): reads and crash-safe writes;
+//! - [`Disk`] (`disk/`: opening, the chain of parents, I/O) and the sparse engine (`sparse.rs`,
+//!   which sees the chain only through a trait): reads and crash-safe writes;
 //! - [`ops`]: whole-file operations.
 
 #[cfg(not(target_pointer_width = "64"))]

@@ -18,6 +18,12 @@
 //! In differencing disks the unit of allocation inside a block is 4 KiB (one bitmap byte): a
 //! smaller write is completed from the chain below first, so Strata only ever writes bitmap bytes
 //! 0x00 or 0xFF.
+//!
+//! # The chain below
+//! The engine sits under [`Disk`](crate::Disk) and does not know it: it sees the chain of parents
+//! only through the [`Parent`] trait (size, reads, where data may be), which `Disk` implements. This
+//! module therefore never imports `crate::disk`; the dependency goes one way, from the disk to its
+//! engine.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -26,7 +32,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::bitmap::{Bitmap, CHUNK};
-use crate::disk::Disk;
 use crate::error::{IoContext, Result, VhdError};
 use crate::header::{DynamicHeader, BAT_UNUSED};
 
@@ -39,11 +44,32 @@ pub(crate) fn us(x: u64) -> usize {
     usize::try_from(x).expect("Strata runs on 64-bit hosts")
 }
 
+/// The chain below a differencing disk, as the engine sees it: what shows through where this file
+/// holds nothing. Implemented by [`Disk`](crate::Disk) (which reads through its own parents in
+/// turn).
+///
+/// The engine only reads below: it never writes, flushes or locks a parent. Reads stay within
+/// [`Parent::size`] ([`Ctx::read_below`] clips them; a parent smaller than its child reads as
+/// zeros past its end).
+pub(crate) trait Parent {
+    /// Virtual size in bytes.
+    fn size(&self) -> u64;
+
+    /// Reads `buf.len()` bytes at virtual offset `off`, with `off + buf.len() <= self.size()`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()>;
+
+    /// Whether `[off, off + len)` may hold data anywhere in this chain (false: it reads as
+    /// zeros, so the engine need not complete or preserve it from below).
+    fn may_have_data(&self, off: u64, len: u64) -> bool;
+}
+
 /// What the engine needs from its disk.
 pub(crate) struct Ctx<'a> {
     pub file: &'a File,
     pub path: &'a Path,
-    pub below: Option<&'a Disk>,
+    /// The chain below; `None` reads as zeros (a dynamic disk, or a differencing disk opened
+    /// alone, which never takes data writes: see `Disk::open` and `Disk::open_maintenance`).
+    pub below: Option<&'a dyn Parent>,
     pub footer: &'a [u8; 512],
 }
 
@@ -60,7 +86,8 @@ impl Ctx<'_> {
             .map_err(|e| VhdError::io(e, self.path, "write").at(off))
     }
 
-    /// Reads from the chain below, zeros where there is none.
+    /// Reads from the chain below, zeros where there is none. The only read of a [`Parent`]:
+    /// it asks for nothing past the parent's size (see the trait).
     fn read_below(&self, buf: &mut [u8], off: u64) -> Result<()> {
         match self.below {
             None => buf.fill(0),
@@ -217,7 +244,7 @@ impl Sparse {
     }
 
     /// Whether the virtual range may hold data in this file or the chain below.
-    pub fn may_have_data(&self, below: Option<&Disk>, off: u64, len: u64) -> bool {
+    pub fn may_have_data(&self, below: Option<&dyn Parent>, off: u64, len: u64) -> bool {
         if len == 0 {
             return false;
         }
@@ -229,7 +256,7 @@ impl Sparse {
                 .get(us(u64::from(b)))
                 .is_some_and(|&e| e != BAT_UNUSED)
         });
-        here || below.is_some_and(|p| p.range_may_have_data(off, len))
+        here || below.is_some_and(|p| p.may_have_data(off, len))
     }
 
     /// Writes `data` at virtual offset `off` (already bounds-checked, disk writable).
@@ -263,7 +290,7 @@ impl Sparse {
             let below_has = self.differencing
                 && ctx
                     .below
-                    .is_some_and(|p| p.range_may_have_data(vstart, self.block_size));
+                    .is_some_and(|p| p.may_have_data(vstart, self.block_size));
             if !below_has && is_zero(data) {
                 return Ok(());
             }
@@ -469,7 +496,7 @@ impl Sparse {
             let below = self.differencing
                 && ctx
                     .below
-                    .is_some_and(|p| p.range_may_have_data(block_start, self.block_size));
+                    .is_some_and(|p| p.may_have_data(block_start, self.block_size));
             let idx = us(u64::from(block));
             if whole && !below {
                 if st.bat[idx] != BAT_UNUSED {

@@ -99,63 +99,53 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
         footer_pos: fr.footer_pos,
         ..Facts::default()
     };
-    let footer = fr.footer;
-    if footer.disk_type == DiskType::Fixed {
-        if footer.current_size > fr.footer_pos {
-            report.errors.push(format!(
-                "the fixed disk declares {} bytes but the file holds only {}",
-                footer.current_size, fr.footer_pos
-            ));
-        } else if footer.current_size < fr.footer_pos {
-            report.warnings.push(format!(
-                "{} bytes between the data and the footer are not part of the disk",
-                fr.footer_pos - footer.current_size
-            ));
-        }
-        facts.data_end = Some(footer.current_size);
-        return Ok(facts);
+    if fr.footer.disk_type == DiskType::Fixed {
+        facts.data_end = Some(examine_fixed(&fr.footer, fr.footer_pos, report));
+    } else {
+        examine_sparse(file, path, &fr.footer, &mut facts, report)?;
     }
-    // Footer copy at offset 0.
-    let mut copy = [0u8; FOOTER_SIZE];
-    if file_len < 2 * FOOTER_SIZE as u64
-        || read_exact_at(file, path, &mut copy, 0, "check").is_err()
-    {
-        report
-            .errors
-            .push("the file is too short to hold a footer copy, a header and a footer".into());
-        return Ok(facts);
+    Ok(facts)
+}
+
+/// A fixed disk: its data must fit before the footer. Returns where the data ends.
+fn examine_fixed(footer: &Footer, footer_pos: u64, report: &mut Report) -> u64 {
+    if footer.current_size > footer_pos {
+        report.errors.push(format!(
+            "the fixed disk declares {} bytes but the file holds only {}",
+            footer.current_size, footer_pos
+        ));
+    } else if footer.current_size < footer_pos {
+        report.warnings.push(format!(
+            "{} bytes between the data and the footer are not part of the disk",
+            footer_pos - footer.current_size
+        ));
     }
-    match Footer::parse(&copy) {
-        Ok(c) if c == footer => facts.copy_ok = true,
-        Ok(_) => report
-            .errors
-            .push("the footer copy at offset 0 differs from the footer at the end".into()),
-        Err(crate::footer::FooterProblem::BadChecksum { .. }) => {
-            report
-                .errors
-                .push("the footer copy at offset 0 has a wrong checksum too".into());
-        }
-        Err(_) => report
-            .errors
-            .push("the footer copy at offset 0 is missing or damaged".into()),
-    }
-    let (header, _) = match read_header(file, path, &footer, fr.footer_pos) {
+    footer.current_size
+}
+
+/// A dynamic or differencing disk: the footer copy, the dynamic header, the BAT, the bitmaps and
+/// the space before the footer, in that order; stops (with the error recorded) at the first
+/// structure the next ones cannot be found without.
+fn examine_sparse(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    facts: &mut Facts,
+    report: &mut Report,
+) -> Result<()> {
+    let Some(copy_ok) = examine_copy(file, path, footer, facts.file_len, report) else {
+        return Ok(());
+    };
+    facts.copy_ok = copy_ok;
+    let (header, _) = match read_header(file, path, footer, facts.footer_pos) {
         Ok(h) => h,
         Err(e) => {
             report.errors.push(e.kind.to_string());
-            return Ok(facts);
+            return Ok(());
         }
     };
-    let mut raw = [0u8; HEADER_SIZE];
-    read_exact_at(file, path, &mut raw, footer.data_offset, "check")?;
-    if let Err(HeaderProblem::BadChecksum { computed, .. }) = DynamicHeader::parse(&raw) {
-        facts.header_checksum_bad = true;
-        report.errors.push(format!(
-            "the header checksum is {:#010x}, expected {computed:#010x}",
-            header.checksum
-        ));
-    }
-    let (bat, data_end) = match read_bat(file, path, &footer, &header, fr.footer_pos) {
+    facts.header_checksum_bad = header_checksum_bad(file, path, footer, &header, report)?;
+    let (bat, data_end) = match read_bat(file, path, footer, &header, facts.footer_pos) {
         Ok(x) => x,
         Err(e) => {
             let at = e
@@ -163,19 +153,70 @@ fn examine(file: &File, path: &Path, report: &mut Report) -> Result<Facts> {
                 .map(|o| format!(" (at byte offset {o:#x})"))
                 .unwrap_or_default();
             report.errors.push(format!("{}{at}", e.kind));
-            return Ok(facts);
+            return Ok(());
         }
     };
     facts.data_end = Some(data_end);
     check_bitmaps(file, path, &header, &bat, report)?;
     // Windows aligns blocks and may leave a gap before the footer: only larger gaps are reported.
-    if fr.footer_pos > data_end + REPORTED_GAP && end_footer_ok {
+    if facts.footer_pos > data_end + REPORTED_GAP && facts.end_footer_ok {
         report.warnings.push(format!(
             "{} bytes before the footer are not used by any block (left by an interrupted write or by another tool; `check --repair` drops them)",
-            fr.footer_pos - data_end
+            facts.footer_pos - data_end
         ));
     }
-    Ok(facts)
+    Ok(())
+}
+
+/// The footer copy at offset 0: whether it equals the footer in use. `None` (recorded as an error)
+/// when the file is too short for the copy, a header and a footer.
+fn examine_copy(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    file_len: u64,
+    report: &mut Report,
+) -> Option<bool> {
+    let mut copy = [0u8; FOOTER_SIZE];
+    if file_len < 2 * FOOTER_SIZE as u64
+        || read_exact_at(file, path, &mut copy, 0, "check").is_err()
+    {
+        report
+            .errors
+            .push("the file is too short to hold a footer copy, a header and a footer".into());
+        return None;
+    }
+    let problem = match Footer::parse(&copy) {
+        Ok(c) if c == *footer => return Some(true),
+        Ok(_) => "the footer copy at offset 0 differs from the footer at the end",
+        Err(crate::footer::FooterProblem::BadChecksum { .. }) => {
+            "the footer copy at offset 0 has a wrong checksum too"
+        }
+        Err(_) => "the footer copy at offset 0 is missing or damaged",
+    };
+    report.errors.push(problem.into());
+    Some(false)
+}
+
+/// Whether the dynamic header's checksum is wrong (recorded as an error; `read_header` accepts
+/// such a header, with a problem that keeps the disk read-only).
+fn header_checksum_bad(
+    file: &File,
+    path: &Path,
+    footer: &Footer,
+    header: &DynamicHeader,
+    report: &mut Report,
+) -> Result<bool> {
+    let mut raw = [0u8; HEADER_SIZE];
+    read_exact_at(file, path, &mut raw, footer.data_offset, "check")?;
+    let Err(HeaderProblem::BadChecksum { computed, .. }) = DynamicHeader::parse(&raw) else {
+        return Ok(false);
+    };
+    report.errors.push(format!(
+        "the header checksum is {:#010x}, expected {computed:#010x}",
+        header.checksum
+    ));
+    Ok(true)
 }
 
 /// Bitmap padding bits past the block's sectors must be clear or all set (peers differ); bits of a
