@@ -376,9 +376,6 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             settings,
             json,
         } => {
-            if settings.kernel.is_some() {
-                bail!("direct kernel boot is set at creation; create the VM again to change it");
-            }
             let body = serde_json::to_value(settings.to_set()?)?;
             print_vm(&c.json("PATCH", &path(&name), Some(body))?, json)?;
         }

@@ -152,7 +152,7 @@ fn bad_requests_get_4xx_with_clear_messages() {
     assert!(
         refused
             .iter()
-            .any(|m| m == "Pause: VM 'web1' is off: cannot pause (start it first)")
+            .any(|m| m == "Pause: VM 'web1' is off: cannot pause it (start it first)")
             && refused
                 .iter()
                 .any(|m| m.contains("Create: a VM named 'web1' already exists")),
@@ -226,11 +226,58 @@ fn settings_change_only_where_the_state_allows_and_delete_keeps_disks() {
         "the first adapter keeps its MAC"
     );
     assert_eq!(shown["nics"][0]["model"], "e1000");
+    // The machine type is pinned at creation to the host's newest, and changes only when asked.
+    let host = h.json(&["host", "info", "--json"]);
+    assert_eq!(shown["machine"], host["default_machine"]);
+    let older = host["machines"][1].as_str().unwrap().to_string();
+    h.ok(&["vm", "set", "web1", "--machine", &older]);
+    assert_eq!(h.json(&["vm", "show", "web1", "--json"])["machine"], older);
+    let err = h.fails(&["vm", "set", "web1", "--machine", "pc-i440fx-99.0"]);
+    assert!(
+        err.contains("'pc-i440fx-99.0'") && err.contains("offers"),
+        "{err}"
+    );
+    let err = h.fails(&["vm", "set", "web1", "--machine", "q35"]);
+    assert!(err.contains("machine type 'q35'"), "{err}");
+    h.ok(&["vm", "set", "web1", "--machine", "pc"]);
+    assert_eq!(
+        h.json(&["vm", "show", "web1", "--json"])["machine"],
+        host["default_machine"]
+    );
+    // Direct kernel boot changes while the VM is off, like any other hardware setting.
+    let cmdline = format!(
+        "{} strata.test=1",
+        shown["kernel"]["cmdline"].as_str().unwrap()
+    );
+    let kernel = shown["kernel"]["kernel"].as_str().unwrap().to_string();
+    let initrd = shown["kernel"]["initrd"].as_str().unwrap().to_string();
+    h.ok(&[
+        "vm",
+        "set",
+        "web1",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        &cmdline,
+    ]);
+    assert_eq!(
+        h.json(&["vm", "show", "web1", "--json"])["kernel"]["cmdline"],
+        cmdline.as_str()
+    );
     h.ok(&["vm", "start", "web1"]);
     h.wait_console("web1", "count 1", Duration::from_secs(180));
     let err = h.fails(&["vm", "set", "web1", "--memory", "1G"]);
     assert!(
         err.contains("VM 'web1' is running: cannot change its memory"),
+        "{err}"
+    );
+    let err = h.fails(&["vm", "set", "web1", "--machine", "pc"]);
+    assert!(err.contains("cannot change its machine type"), "{err}");
+    let err = h.fails(&["vm", "set", "web1", "--kernel", ""]);
+    assert!(
+        err.contains("cannot change its direct kernel boot"),
         "{err}"
     );
     h.ok(&["vm", "set", "web1", "--notes", "front end"]);

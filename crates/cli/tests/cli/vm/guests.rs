@@ -123,13 +123,33 @@ poweroff -f
     assert_eq!(again["nics"], vm["nics"]);
 }
 
+/// The `-machine` argument of the VM's running QEMU.
+fn qemu_machine(h: &Host, vm: &str) -> String {
+    let pid = h.json(&["vm", "show", vm, "--json"])["qemu_pid"]
+        .as_u64()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let i = args.iter().position(|a| a == "-machine").unwrap();
+    args[i + 1].clone()
+}
+
 #[test]
 fn save_then_start_continues_the_counter_and_pause_reset_work() {
     let h = Host::new();
     let g = guest(h.home(), "counter", &[], COUNTER);
-    vm_create(&h, "ctr", &g, &[]);
+    // An older machine type than the host's newest: it is what QEMU runs, saves and restores.
+    let older = h.json(&["host", "info", "--json"])["machines"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    vm_create(&h, "ctr", &g, &["--machine", &older]);
     h.ok(&["vm", "start", "ctr"]);
     h.wait_console("ctr", "count 5", T);
+    assert_eq!(qemu_machine(&h, "ctr"), older);
 
     // Pause: the counter stops; resume: it goes on.
     assert_eq!(h.json(&["vm", "pause", "ctr", "--json"])["state"], "paused");
@@ -174,11 +194,29 @@ fn save_then_start_continues_the_counter_and_pause_reset_work() {
         err.contains("saved running under kvm") && err.contains("different kind of host"),
         "{err}"
     );
+    // A saved state of a machine type this QEMU lacks is refused with the reason.
+    let saved_on: Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(saved_on["machine"], older.as_str());
+    std::fs::write(
+        &meta_path,
+        meta.replace(&format!("\"{older}\""), "\"pc-i440fx-99.0\""),
+    )
+    .unwrap();
+    let err = h.fails(&["vm", "start", "ctr"]);
+    assert!(
+        err.contains("saved on machine type pc-i440fx-99.0") && err.contains("lacks"),
+        "{err}"
+    );
     std::fs::write(&meta_path, meta).unwrap();
 
     assert_eq!(
         h.json(&["vm", "start", "ctr", "--json"])["state"],
         "running"
+    );
+    assert_eq!(
+        qemu_machine(&h, "ctr"),
+        older,
+        "restored on its own machine type"
     );
     wait_for("the counter after restore", T, || {
         counts(&h.console("ctr")[len_before..]).len() > 3
