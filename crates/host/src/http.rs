@@ -39,18 +39,13 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     }
 }
 
-/// The user name of `uid` from /etc/passwd, or `uid:N`.
+/// The user name of `uid` through the system's name service (getpwuid_r: /etc/passwd, LDAP,
+/// sssd … as nsswitch.conf says), or `uid:N` when it has none.
 fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid:{uid}"))
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid:{uid}"),
+    }
 }
 
 struct Failure(StatusCode, String, &'static str);
@@ -263,5 +258,15 @@ pub async fn serve(
                 r = tcp_server => r,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_names_come_from_the_name_service() {
+        assert_eq!(super::user_name(0), "root");
+        // No user has this id: the caller is still named.
+        assert_eq!(super::user_name(3_999_999_999), "uid:3999999999");
     }
 }

@@ -25,6 +25,29 @@ use crate::worker::Verb;
 
 pub use validate::{MAX_SECS, MEMORY_MIB};
 
+/// What is true of a VM recorded as active once its worker is found dead: saved when a complete
+/// saved state exists (its metadata is written last) and was being made or not yet loaded;
+/// crashed otherwise. It was running when it stopped, so the "if running" start action brings it
+/// back.
+fn after_worker_death(mut st: Status, saved_state_complete: bool) -> Status {
+    let was = st.state;
+    let worker = st.worker.map_or(0, |w| w.0);
+    if saved_state_complete && (was == VmState::Saving || st.restoring) {
+        st.state = VmState::Saved;
+    } else {
+        st.state = VmState::Crashed;
+        st.last_error = Some(format!(
+            "its worker (pid {worker}) ended while the VM was {}",
+            was.as_str()
+        ));
+    }
+    st.worker = None;
+    st.qemu = None;
+    st.restoring = false;
+    st.stopped_by_host = true;
+    st
+}
+
 /// A management request, whoever sent it.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -251,7 +274,7 @@ impl Service {
 
     /// A VM is recorded as active but its worker is gone: end any orphaned QEMU and record what
     /// is true now (saved when a complete saved state exists, crashed otherwise).
-    fn reconcile(&self, name: &str, mut st: Status) -> Result<Status, HostError> {
+    fn reconcile(&self, name: &str, st: Status) -> Result<Status, HostError> {
         let dir = self.home.vm_dir(name);
         if let Some((pid, _)) = st.qemu.filter(|_| st.qemu_alive()) {
             strata_proc::kill(pid);
@@ -259,22 +282,7 @@ impl Service {
         let (image, meta) = crate::worker::saved_files(&dir);
         let was = st.state;
         let worker = st.worker.map_or(0, |w| w.0);
-        // A saved state is complete once its metadata exists (written last), and stays valid
-        // while a restore has not loaded it.
-        if image.exists() && meta.exists() && (was == VmState::Saving || st.restoring) {
-            st.state = VmState::Saved;
-        } else {
-            st.state = VmState::Crashed;
-            st.last_error = Some(format!(
-                "its worker (pid {worker}) ended while the VM was {}",
-                was.as_str()
-            ));
-        }
-        st.worker = None;
-        st.qemu = None;
-        st.restoring = false;
-        // It was running when it stopped: the "if running" start action brings it back.
-        st.stopped_by_host = true;
+        let st = after_worker_death(st, image.exists() && meta.exists());
         status::write(&dir, &st)?;
         self.events.log(
             Code::VmReconciled,
@@ -516,5 +524,57 @@ impl Service {
             .filter(|n| *n != name)
             .filter_map(|n| self.home.load(n).ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active(state: VmState, restoring: bool) -> Status {
+        Status {
+            state,
+            worker: Some((4242, 1)),
+            qemu: Some((4243, 2)),
+            restoring,
+            ..Status::off()
+        }
+    }
+
+    #[test]
+    fn a_dead_worker_leaves_saved_only_with_a_complete_saved_state() {
+        let st = after_worker_death(active(VmState::Saving, false), true);
+        assert_eq!(st.state, VmState::Saved);
+        assert_eq!((st.worker, st.qemu, st.last_error), (None, None, None));
+        // Died while loading the saved state: it is still valid.
+        let st = after_worker_death(active(VmState::Starting, true), true);
+        assert_eq!(st.state, VmState::Saved);
+        assert!(!st.restoring);
+        // Died while saving, before the metadata was written: no saved state.
+        let st = after_worker_death(active(VmState::Saving, false), false);
+        assert_eq!(st.state, VmState::Crashed);
+        // A running VM's leftover saved files are stale.
+        let st = after_worker_death(active(VmState::Running, false), true);
+        assert_eq!(st.state, VmState::Crashed);
+        assert_eq!(
+            st.last_error.as_deref(),
+            Some("its worker (pid 4242) ended while the VM was running")
+        );
+        assert!(
+            st.stopped_by_host,
+            "the if-running start action brings it back"
+        );
+    }
+
+    #[test]
+    fn commands_name_their_target_and_label() {
+        let c = Command::Shutdown("web".into(), None);
+        assert_eq!((c.label(), c.target()), ("Shutdown", Some("web")));
+        assert_eq!(Command::StopVms.target(), None);
+        let c = Command::Delete {
+            name: "db".into(),
+            delete_disks: true,
+        };
+        assert_eq!((c.label(), c.target()), ("Delete", Some("db")));
     }
 }

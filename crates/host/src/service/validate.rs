@@ -219,3 +219,140 @@ pub fn new_mac(taken: &HashSet<String>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use strata_api::{BootDevice, DiskSpec, NicSpec};
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn other(name: &str, mac: &str, disk: Option<&str>) -> VmConfig {
+        let mut vm = CreateVm::named(name);
+        vm.nics = vec![NicSpec {
+            model: strata_api::NicModel::Virtio,
+            mac: Some(mac.to_string()),
+        }];
+        vm.disks = disk
+            .map(|d| DiskSpec {
+                path: d.to_string(),
+                bus: DiskBus::Virtio,
+            })
+            .into_iter()
+            .collect();
+        VmConfig {
+            schema: crate::store::SCHEMA,
+            id: "0".repeat(32),
+            vm,
+        }
+    }
+
+    fn refused(vm: &CreateVm, others: &[VmConfig], words: &str) {
+        let e = config(vm, others).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
+        assert!(e.message.contains(words), "{e} (wanted: {words})");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["a", "web-1", "db_2.prod", &"x".repeat(64)] {
+            assert!(name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert_eq!(name(bad).unwrap_err().kind, ErrorKind::Invalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs_are_normalized_and_multicast_refused() {
+        assert_eq!(mac("02-53-54-0A-0b-0C").unwrap(), "02:53:54:0a:0b:0c");
+        assert!(mac("01:00:5e:00:00:01")
+            .unwrap_err()
+            .message
+            .contains("multicast"));
+        for bad in [
+            "02:53:54:0a:0b",
+            "02:53:54:0a:0b:0c:0d",
+            "zz:53:54:0a:0b:0c",
+            "2:53:54:a:b:c",
+        ] {
+            assert!(mac(bad).is_err(), "{bad}");
+        }
+        let taken: HashSet<String> = ["02:53:54:00:00:01".to_string()].into();
+        let m = new_mac(&taken);
+        assert!(m.starts_with("02:53:54:") && !taken.contains(&m));
+        assert_eq!(mac(&m).unwrap(), m);
+    }
+
+    #[test]
+    fn limits_and_duplicates_are_refused_by_name() {
+        let mut vm = CreateVm::named("a");
+        assert!(config(&vm, &[]).is_ok());
+        vm.memory_mib = 8;
+        refused(&vm, &[], "memory 8 MiB is out of range");
+        vm.memory_mib = 512;
+        vm.cpus = 65;
+        refused(&vm, &[], "65 virtual processors");
+        vm.cpus = 1;
+        vm.shutdown_timeout_secs = MAX_SECS + 1;
+        refused(&vm, &[], "at most 3600 seconds");
+        vm.shutdown_timeout_secs = 60;
+        vm.boot_order = vec![BootDevice::Disk, BootDevice::Disk];
+        refused(&vm, &[], "boot order lists Disk twice");
+        vm.boot_order = vec![BootDevice::Disk];
+        vm.cdrom = Some("relative.iso".into());
+        refused(&vm, &[], "the path must be absolute");
+        vm.cdrom = None;
+        vm.nics = vec![
+            NicSpec {
+                model: strata_api::NicModel::E1000,
+                mac: Some("02:53:54:00:00:01".into()),
+            };
+            2
+        ];
+        refused(&vm, &[], "used twice in this VM");
+        vm.nics.truncate(1);
+        refused(
+            &vm,
+            &[other("b", "02:53:54:00:00:01", None)],
+            "already used by VM 'b'",
+        );
+        vm.nics = vec![vm.nics[0].clone(); MAX_NICS + 1];
+        refused(&vm, &[], "9 network adapters");
+    }
+
+    #[test]
+    fn a_disk_is_attached_to_one_vm_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.vhd");
+        strata_vhd::create(&path, 1 << 20, strata_vhd::NewDisk::Fixed).unwrap();
+        let p = path.display().to_string();
+        let mut vm = CreateVm::named("a");
+        vm.disks = vec![
+            DiskSpec {
+                path: p.clone(),
+                bus: DiskBus::Ide,
+            };
+            2
+        ];
+        refused(&vm, &[], "is attached twice");
+        vm.disks.truncate(1);
+        assert!(config(&vm, &[]).is_ok());
+        refused(
+            &vm,
+            &[other("b", "02:53:54:00:00:09", Some(&p))],
+            "already attached to VM 'b'",
+        );
+        vm.disks = vec![
+            DiskSpec {
+                path: p.clone(),
+                bus: DiskBus::Ide,
+            };
+            MAX_IDE + 1
+        ];
+        refused(&vm, &[], "IDE devices");
+        std::fs::write(&path, b"not a vhd").unwrap();
+        vm.disks.truncate(1);
+        refused(&vm, &[], &format!("disk '{p}'"));
+    }
+}

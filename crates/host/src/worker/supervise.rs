@@ -35,7 +35,9 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    let (state, code, user, message) = outcome(shared, intent, &exit, reason.as_deref());
+    let (state, code, user, message) = outcome(intent, &exit, reason.as_deref(), || {
+        log_tail(&shared.dir.join("qemu.log"))
+    });
     if state == VmState::Saved {
         fingerprint_saved(shared, disks);
     }
@@ -72,10 +74,10 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
 /// What QEMU's end means: from the worker's intent, else QEMU's exit status and the reason of
 /// its last SHUTDOWN event (QEMU also exits with 0 when someone sends it SIGTERM).
 fn outcome(
-    shared: &Shared,
     intent: Option<Intent>,
     exit: &std::io::Result<std::process::ExitStatus>,
     reason: Option<&str>,
+    last_words: impl FnOnce() -> String,
 ) -> (VmState, Code, String, String) {
     match intent {
         Some(Intent::Save(u)) => (VmState::Saved, Code::VmSaved, u, "state saved".to_string()),
@@ -108,7 +110,7 @@ fn outcome(
                     (Ok(s), _) => format!("QEMU ended unexpectedly ({s})"),
                     (Err(e), _) => format!("QEMU ended unexpectedly ({e})"),
                 };
-                let tail = log_tail(&shared.dir.join("qemu.log"));
+                let tail = last_words();
                 (
                     VmState::Crashed,
                     Code::VmCrashed,
@@ -138,5 +140,72 @@ fn fingerprint_saved(shared: &Shared, disks: &Disks) {
         &serde_json::to_vec_pretty(&saved).unwrap_or_default(),
     ) {
         eprintln!("strata worker: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+
+    fn end(
+        intent: Option<Intent>,
+        code: i32,
+        signal: Option<i32>,
+        reason: Option<&str>,
+    ) -> (VmState, Code, String, String) {
+        let status = match signal {
+            Some(sig) => ExitStatus::from_raw(sig),
+            None => ExitStatus::from_raw(code << 8),
+        };
+        outcome(intent, &Ok(status), reason, || {
+            "qemu: last words".to_string()
+        })
+    }
+
+    #[test]
+    fn an_intent_decides_the_outcome_whatever_qemu_says() {
+        let (s, c, u, _) = end(Some(Intent::Save("alice".into())), 0, None, None);
+        assert_eq!((s, c, u.as_str()), (VmState::Saved, Code::VmSaved, "alice"));
+        let (s, c, _, _) = end(Some(Intent::TurnOff("bob".into())), 0, Some(9), None);
+        assert_eq!((s, c), (VmState::Off, Code::VmTurnedOff));
+        let (s, c, _, m) = end(
+            Some(Intent::ShutdownTimedOut("bob".into(), 30)),
+            0,
+            Some(9),
+            None,
+        );
+        assert_eq!((s, c), (VmState::Off, Code::VmShutdownTimedOut));
+        assert!(m.contains("30 s"), "{m}");
+        let (s, c, _, _) = end(Some(Intent::Shutdown("bob".into())), 0, None, None);
+        assert_eq!((s, c), (VmState::Off, Code::VmPoweredOff));
+    }
+
+    #[test]
+    fn without_an_intent_a_clean_guest_power_off_is_off_and_the_rest_crashed() {
+        let (s, c, u, _) = end(None, 0, None, Some("guest-shutdown"));
+        assert_eq!(
+            (s, c, u.as_str()),
+            (VmState::Off, Code::VmPoweredOff, "guest")
+        );
+        let (s, _, _, _) = end(None, 0, None, None);
+        assert_eq!(s, VmState::Off);
+        // QEMU exits 0 on SIGTERM too: the SHUTDOWN reason tells it apart.
+        let (s, c, _, m) = end(None, 0, None, Some("host-signal"));
+        assert_eq!((s, c), (VmState::Crashed, Code::VmCrashed));
+        assert!(
+            m.contains("signal from outside Strata") && m.contains("last words"),
+            "{m}"
+        );
+        let (s, _, _, m) = end(None, 0, None, Some("guest-panic"));
+        assert_eq!(s, VmState::Crashed);
+        assert!(m.contains("panicked"), "{m}");
+        let (s, _, _, m) = end(None, 1, None, None);
+        assert_eq!(s, VmState::Crashed);
+        assert!(m.contains("unexpectedly"), "{m}");
+        let (s, _, _, _) = end(None, 0, Some(9), Some("guest-shutdown"));
+        assert_eq!(s, VmState::Crashed, "killed after a guest power-off began");
     }
 }
