@@ -562,7 +562,7 @@ fn cases() -> Vec<Case> {
     };
     let error = ApiError {
         error: s("no VM named 'x'"),
-        kind: s("not-found"),
+        kind: ErrorKind::NotFound,
     };
     vec![
         case(&create, &CreateVm::named("web-1")),
@@ -796,6 +796,18 @@ fn enums() -> Vec<(&'static str, Vec<Value>)> {
         variants!(StartAction: Never, Always, IfRunning),
         variants!(StopAction: Save, Shutdown, TurnOff),
         variants!(ComKind: File, Socket),
+        variants!(
+            ErrorKind: NotFound,
+            Invalid,
+            Conflict,
+            Unsupported,
+            Refused,
+            Hung,
+            Gone,
+            Corrupt,
+            Io,
+            Internal
+        ),
     ]
 }
 

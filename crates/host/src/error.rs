@@ -1,5 +1,5 @@
-//! The host crate's one error type: what went wrong ([`ErrorKind`], matchable, and carried as is
-//! across the worker's control protocol) and a message that names the thing and the problem and
+//! The host crate's one error type: what went wrong ([`ErrorKind`], the API's stable kinds,
+//! matchable, and carried as is across the worker's control protocol) and a message that names the thing and the problem and
 //! says what to do. Each kind maps to one HTTP status ([`ErrorKind::http_status`]) and to the
 //! stable `kind` of the API's error bodies ([`ErrorKind::as_str`]).
 
@@ -7,62 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-
-/// What went wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorKind {
-    /// No such VM (404).
-    NotFound,
-    /// The request is invalid (400).
-    Invalid,
-    /// The VM's state does not allow the request (409).
-    Conflict,
-    /// This host (its QEMU, its kernel) lacks what the request needs (409).
-    Unsupported,
-    /// QEMU refused a command (409): its own reason is in the message.
-    Refused,
-    /// QEMU or the VM's worker did not answer in time (504): it may be hung.
-    Hung,
-    /// The VM's worker or QEMU is gone: its socket vanished or closed (503).
-    Gone,
-    /// A file of the data folder is damaged (500).
-    Corrupt,
-    /// An I/O call on the host failed (500).
-    Io,
-    /// Anything else (500).
-    Internal,
-}
-
-impl ErrorKind {
-    /// The stable name used in API error bodies (`not-found`, `conflict` …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "not-found",
-            Self::Invalid => "invalid",
-            Self::Conflict => "conflict",
-            Self::Unsupported => "unsupported",
-            Self::Refused => "refused",
-            Self::Hung => "hung",
-            Self::Gone => "gone",
-            Self::Corrupt => "corrupt",
-            Self::Io => "io",
-            Self::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status the REST API answers with.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Self::NotFound => 404,
-            Self::Invalid => 400,
-            Self::Conflict | Self::Unsupported | Self::Refused => 409,
-            Self::Hung => 504,
-            Self::Gone => 503,
-            Self::Corrupt | Self::Io | Self::Internal => 500,
-        }
-    }
-}
+pub use strata_api::ErrorKind;
 
 /// An error of the host service, its worker or their QEMU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

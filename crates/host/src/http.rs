@@ -16,7 +16,7 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{ApiError, CreateVm, DeleteQuery, EventQuery, SetVm, ShutdownRequest};
 
-use crate::error::HostError;
+use crate::error::{ErrorKind, HostError};
 use crate::service::{Command, Reply, Service};
 
 /// Who is calling.
@@ -48,13 +48,13 @@ fn user_name(uid: u32) -> String {
     }
 }
 
-struct Failure(StatusCode, String, &'static str);
+struct Failure(StatusCode, String, ErrorKind);
 
 impl From<HostError> for Failure {
     fn from(e: HostError) -> Self {
         let status =
             StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self(status, e.message, e.kind.as_str())
+        Self(status, e.message, e.kind)
     }
 }
 
@@ -63,7 +63,7 @@ impl From<JsonRejection> for Failure {
         Self(
             StatusCode::BAD_REQUEST,
             format!("invalid request body: {}", r.body_text()),
-            "invalid",
+            ErrorKind::Invalid,
         )
     }
 }
@@ -73,7 +73,7 @@ impl From<QueryRejection> for Failure {
         Self(
             StatusCode::BAD_REQUEST,
             format!("invalid query: {}", r.body_text()),
-            "invalid",
+            ErrorKind::Invalid,
         )
     }
 }
@@ -82,7 +82,7 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let body = ApiError {
             error: self.1,
-            kind: self.2.to_string(),
+            kind: self.2,
         };
         (self.0, Json(body)).into_response()
     }
@@ -168,7 +168,7 @@ async fn action(
                 ShutdownRequest::default()
             } else {
                 serde_json::from_slice(&body).map_err(|e| {
-                    Failure(StatusCode::BAD_REQUEST, format!("invalid request body: {e}"), "invalid")
+                    Failure(StatusCode::BAD_REQUEST, format!("invalid request body: {e}"), ErrorKind::Invalid)
                 })?
             };
             if req.timeout_secs.is_some_and(|t| t > crate::service::MAX_SECS) {
@@ -186,7 +186,7 @@ async fn action(
             return Err(Failure(
                 StatusCode::NOT_FOUND,
                 format!("unknown action '{other}': start, shutdown, stop, reset, pause, resume, save or discard-saved"),
-                "not-found",
+                ErrorKind::NotFound,
             ))
         }
     };
@@ -211,7 +211,7 @@ async fn fallback() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         "no such API route: see docs/openapi.json".to_string(),
-        "not-found",
+        ErrorKind::NotFound,
     )
 }
 

@@ -31,6 +31,18 @@ fn error(h: &Host, method: &str, path: &str, body: Option<&str>, status: u16, wo
         msg.contains(words),
         "{method} {path}: {msg:?} should say {words:?}"
     );
+    // The kind goes with the status.
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let expected: &[&str] = match status {
+        400 => &["invalid"],
+        404 => &["not-found"],
+        409 => &["conflict", "unsupported", "refused"],
+        _ => &[],
+    };
+    assert!(
+        expected.is_empty() || expected.contains(&kind),
+        "{method} {path}: kind {kind:?} with status {status}"
+    );
 }
 
 #[test]
@@ -141,6 +153,19 @@ fn bad_requests_get_4xx_with_clear_messages() {
         None,
         409,
         "VM 'web1' is off",
+    );
+    let (_, v) = curl(&h, "POST", "/v1/vms/web1/pause", None);
+    assert_eq!(v["kind"], "conflict");
+    let (code, v) = curl(
+        &h,
+        "PATCH",
+        "/v1/vms/web1",
+        Some(r#"{"machine":"pc-i440fx-99.0"}"#),
+    );
+    assert_eq!(
+        (code, v["kind"].as_str()),
+        (409, Some("unsupported")),
+        "{v}"
     );
     // Refusals are in the event log, with the request and the reason.
     let refused: Vec<String> = h
