@@ -325,3 +325,59 @@ fn settings_change_only_where_the_state_allows_and_delete_keeps_disks() {
 }
 
 use std::time::Duration;
+
+#[test]
+fn an_old_qemu_refuses_saving_up_front_and_says_which_version_is_needed() {
+    // QEMU 7.2 (Debian 12's own) lacks the file: migration transport. A wrapper says 7.2 and
+    // runs the real QEMU otherwise, so the VM really runs.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("qemu-7.2");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then\n  echo 'QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u16)'\n  exit 0\nfi\nexec qemu-system-x86_64 \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let h = Host::with_env(&[("STRATA_QEMU", &s(&wrapper))]);
+    let info = h.json(&["host", "info", "--json"]);
+    assert_eq!(info["qemu_version"], "7.2.19");
+    let save = info["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "save-state")
+        .unwrap()
+        .clone();
+    assert_eq!(save["available"], false);
+    assert!(
+        save["problem"].as_str().unwrap().contains("8.2.0"),
+        "{save}"
+    );
+    let text = h.ok(&["host", "info"]);
+    assert!(text.contains("save-state (unavailable"), "{text}");
+
+    let g = guest(h.home(), "counter", &[], COUNTER);
+    vm_create(&h, "old", &g, &[]);
+    h.ok(&["vm", "start", "old"]);
+    let err = h.fails(&["vm", "save", "old"]);
+    assert!(
+        err.contains("cannot save its state")
+            && err.contains("QEMU 8.2.0 or newer")
+            && err.contains("7.2.19"),
+        "{err}"
+    );
+    let (code, v) = curl(&h, "POST", "/v1/vms/old/save", None);
+    assert_eq!(
+        (code, v["kind"].as_str()),
+        (409, Some("unsupported")),
+        "{v}"
+    );
+    assert_eq!(
+        h.state("old"),
+        "running",
+        "a refused save leaves the VM as it was"
+    );
+    assert!(!h.home().join("vms/old/saved.json").exists());
+    h.ok(&["vm", "stop", "old"]);
+}

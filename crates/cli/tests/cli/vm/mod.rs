@@ -17,15 +17,29 @@ use strata_testguest::Guest;
 pub struct Host {
     pub dir: tempfile::TempDir,
     service: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Host {
     pub fn new() -> Self {
+        Self::with_env(&[])
+    }
+
+    /// A host whose service (and so its workers) runs with `env` added.
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sh")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut h = Self { dir, service: None };
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        let mut h = Self {
+            dir,
+            service: None,
+            env,
+        };
         h.start_service();
         h
     }
@@ -44,6 +58,7 @@ impl Host {
             .arg("serve")
             .env("STRATA_HOME", self.home())
             .env("STRATA_ACCEL", "tcg")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
