@@ -36,6 +36,7 @@ pub(super) struct Started {
 
 /// What [`prepare`] learned before anything was changed.
 struct Prepared {
+    home: Home,
     config: VmConfig,
     dir: PathBuf,
     events: EventLog,
@@ -82,7 +83,9 @@ impl StartGuard<'_> {
             .take()
             .unwrap_or_else(|| "the worker failed while starting the VM".to_string());
         let mut back = p.previous.clone();
-        back.state = if self.args.restore {
+        // A failed restore keeps the saved state, unless it was loaded (and so dropped) already.
+        let (image, meta) = saved::saved_files(&p.dir);
+        back.state = if self.args.restore && image.exists() && meta.exists() {
             VmState::Saved
         } else if p.previous.state.is_active() {
             VmState::Off
@@ -168,6 +171,7 @@ fn prepare(args: &WorkerArgs) -> Result<Prepared, HostError> {
     };
     status::write(&dir, &st)?;
     Ok(Prepared {
+        home,
         config,
         dir,
         events,
@@ -182,8 +186,7 @@ fn launch_vm(
     p: &Prepared,
     guard: &mut StartGuard<'_>,
 ) -> Result<(Arc<Shared>, Disks), HostError> {
-    let home = Home::new(&args.home)?;
-    let run_dir = home.run_dir(&p.config.id);
+    let run_dir = p.home.run_dir(&p.config.id);
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| HostError::io(&run_dir, "create", e))?;
     let sockets = Sockets::new(&run_dir);

@@ -381,3 +381,59 @@ fn an_old_qemu_refuses_saving_up_front_and_says_which_version_is_needed() {
     assert!(!h.home().join("vms/old/saved.json").exists());
     h.ok(&["vm", "stop", "old"]);
 }
+
+/// The processes whose command line mentions `text`.
+fn processes_mentioning(text: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
+        })
+        .collect()
+}
+
+#[test]
+fn a_failed_start_undoes_itself_and_a_failed_restore_keeps_the_saved_state() {
+    let h = Host::new();
+    let g = guest(h.home(), "counter", &[], COUNTER);
+    let disk = h.home().join("held.vhd");
+    h.ok(&["disk", "create", &s(&disk), "--size", "16M"]);
+    vm_create(&h, "held", &g, &["--disk", &s(&disk)]);
+
+    // Before QEMU: a disk held by another program.
+    let holder = strata_vhd::Disk::open(&disk, strata_vhd::OpenOptions::write()).unwrap();
+    let err = h.fails(&["vm", "start", "held"]);
+    assert!(err.contains("held.vhd") && err.contains("in use"), "{err}");
+    let vm = h.json(&["vm", "show", "held", "--json"]);
+    assert_eq!(vm["state"], "off");
+    assert!(
+        vm["last_error"].as_str().unwrap().contains("in use"),
+        "{vm}"
+    );
+    assert!(h.has_event("held", "vm-start-failed"));
+    drop(holder);
+
+    // After QEMU: a saved state that does not load. QEMU is killed, the VM stays saved.
+    h.ok(&["vm", "start", "held"]);
+    assert_eq!(h.json(&["vm", "save", "held", "--json"])["state"], "saved");
+    let image = h.home().join("vms/held/saved.state");
+    let len = std::fs::metadata(&image).unwrap().len();
+    std::fs::write(&image, vec![0x5a; usize::try_from(len).unwrap()]).unwrap();
+    let err = h.fails(&["vm", "start", "held"]);
+    assert!(err.contains("cannot restore the saved state"), "{err}");
+    let vm = h.json(&["vm", "show", "held", "--json"]);
+    assert_eq!(vm["state"], "saved", "{vm}");
+    assert!(vm["pid"].is_null() && vm["qemu_pid"].is_null(), "{vm}");
+    let home = h.home().display().to_string();
+    wait_for(
+        "no QEMU of the failed restore",
+        Duration::from_secs(10),
+        || processes_mentioning(&format!("{home}/run/")).is_empty(),
+    );
+    assert!(image.exists(), "a failed restore keeps the saved state");
+    h.ok(&["vm", "discard-saved", "held"]);
+    h.ok(&["vm", "start", "held"]);
+    h.ok(&["vm", "stop", "held"]);
+}
