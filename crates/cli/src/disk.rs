@@ -1,6 +1,6 @@
 //! `strata disk …`: virtual hard disks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -197,225 +197,284 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
             kind,
             block_size,
             parent,
-        } => {
-            if let Some(parent) = parent {
-                strata_vhd::create_differencing(&path, &parent)?;
-                println!(
-                    "created differencing disk {} (parent {})",
-                    path.display(),
-                    parent.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            let size = size.unwrap_or_default();
-            let new = match kind {
-                VhdType::Fixed => NewDisk::Fixed,
-                VhdType::Dynamic => dynamic(block_size)?,
-            };
-            for w in strata_vhd::create(&path, size, new)? {
-                eprintln!("strata: warning: {w}");
-            }
-            println!(
-                "created {} disk {} ({size} bytes)",
-                kind_name(kind),
-                path.display()
-            );
-        }
-        DiskCommand::Inspect { path, json } => {
-            let info = inspect::inspect(&path)?;
-            if json {
-                print_json(&info)?;
-            } else {
-                crate::disk_text::print_info(&info);
-            }
-        }
-        DiskCommand::Check { path, repair, json } => {
-            let report = check::check(&path, repair)?;
-            if json {
-                print_json(&report)?;
-            } else {
-                for r in &report.repairs {
-                    println!("repaired: {r}");
-                }
-                for e in &report.errors {
-                    println!("error: {e}");
-                }
-                for w in &report.warnings {
-                    println!("warning: {w}");
-                }
-                if report.ok() {
-                    println!("{}: no errors found", path.display());
-                }
-            }
-            if !report.ok() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        } => create_disk(&path, size, kind, block_size, parent.as_deref())?,
+        DiskCommand::Inspect { path, json } => inspect_disk(&path, json)?,
+        DiskCommand::Check { path, repair, json } => return check_disk(&path, repair, json),
         DiskCommand::SetParent {
             child,
             parent,
             force,
-        } => {
-            set_parent::set_parent(&child, &parent, force)?;
-            println!("{} now has parent {}", child.display(), parent.display());
-        }
-        DiskCommand::Merge {
-            child,
-            to: Some(to),
-            kind,
-        } => {
-            let target = match kind {
-                VhdType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
-                VhdType::Dynamic => convert::dynamic(),
-            };
-            merge::merge_to(&child, &to, target, &Bar::new("merging"))?;
-            println!(
-                "wrote the chain of {} into {}",
-                child.display(),
-                to.display()
-            );
-        }
-        DiskCommand::Merge {
-            child, to: None, ..
-        } => {
-            let parent = merge::merge_into_parent(&child, &Bar::new("merging"))?;
-            println!(
-                "merged {} into {} and removed it",
-                child.display(),
-                parent.display()
-            );
-        }
-        DiskCommand::Compact { path, json } => {
-            let c = compact::compact(&path, &Bar::new("compacting"))?;
-            if json {
-                print_json(&c)?;
-            } else {
-                println!(
-                    "compacted {}: {} → {} bytes ({} zero blocks dropped)",
-                    path.display(),
-                    c.before,
-                    c.after,
-                    c.zero_blocks_dropped
-                );
-            }
-        }
+        } => set_disk_parent(&child, &parent, force)?,
+        DiskCommand::Merge { child, to, kind } => merge_disk(&child, to.as_deref(), kind)?,
+        DiskCommand::Compact { path, json } => compact_disk(&path, json)?,
         DiskCommand::Convert {
             src,
             dst,
             kind,
             block_size,
-        } => {
-            let target = match kind {
-                OutType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
-                OutType::Dynamic => convert::Target::Vhd(dynamic(block_size)?),
-                OutType::Raw => convert::Target::Raw,
-            };
-            let source = convert::Source::open(&src)?;
-            convert::convert(&source, &dst, target, &Bar::new("converting"))?;
-            println!("converted {} into {}", src.display(), dst.display());
-        }
+        } => convert_disk(&src, &dst, kind, block_size)?,
         DiskCommand::Resize {
             path,
             size,
             allow_shrink,
-        } => {
-            resize::resize(&path, size, allow_shrink)?;
-            println!("resized {} to {size} bytes", path.display());
-        }
+        } => resize_disk(&path, size, allow_shrink)?,
         DiskCommand::Plug {
             path,
             read_only,
             direct,
             tcp,
-        } => {
-            let rec = plug::plug(
-                &path,
-                &plug::PlugOptions {
-                    read_only,
-                    direct,
-                    tcp,
-                    fuse: false,
-                },
-            )?;
-            println!("{}", rec.uri);
-            if let Some(t) = &rec.tcp_uri {
-                println!("{t}");
-            }
-        }
+        } => plug_disk(&path, read_only, direct, tcp)?,
         DiskCommand::Unplug {
             path,
             all: _,
             commit,
             discard,
-        } => {
-            let choice = match (commit, discard) {
-                (true, _) => plug::UndoChoice::Commit,
-                (_, true) => plug::UndoChoice::Discard,
-                _ => plug::UndoChoice::Ask,
-            };
-            for line in plug::unplug(path.as_deref(), choice)? {
-                eprintln!("{line}");
-            }
-        }
-        DiskCommand::Query { path, all: _, json } => {
-            let list = plug::query(path.as_deref())?;
-            if json {
-                print_json(&list)?;
-            } else if list.is_empty() {
-                println!("no disk is plugged in");
-            } else {
-                for r in &list {
-                    let undo = r
-                        .undo_path
-                        .as_ref()
-                        .map(|u| format!(" undo {}", u.display()))
-                        .unwrap_or_default();
-                    let mnt = r
-                        .mount_point
-                        .as_ref()
-                        .map(|m| format!(" mounted on {}", m.display()))
-                        .unwrap_or_default();
-                    println!("{} {} ({:?}){undo}{mnt}", r.path.display(), r.uri, r.mode);
-                }
-            }
-        }
+        } => unplug_disk(path.as_deref(), commit, discard)?,
+        DiskCommand::Query { path, all: _, json } => query_disks(path.as_deref(), json)?,
         DiskCommand::Mount {
             path,
             dir,
             read_only,
             direct,
             partition,
-        } => {
-            let rec = crate::mount::mount(&path, &dir, read_only, direct, partition)?;
-            println!(
-                "mounted {} on {} ({})",
-                rec.path.display(),
-                dir.display(),
-                rec.uri
-            );
-        }
+        } => mount_disk(&path, &dir, read_only, direct, partition)?,
         DiskCommand::Serve {
             path,
             socket,
             read_only,
             tcp,
             fuse,
-        } => {
-            crate::serve::serve(&path, &socket, read_only, tcp.as_deref(), fuse.as_deref())?;
-        }
-        DiskCommand::Undo { action, base } => match action {
-            UndoAction::Create => println!("created undo disk {}", undo::create(&base)?.display()),
-            UndoAction::Commit => {
-                undo::commit(&base, &Bar::new("committing"))?;
-                println!("committed the undo disk into {}", base.display());
-            }
-            UndoAction::Discard => {
-                undo::discard(&base)?;
-                println!("discarded the undo disk of {}", base.display());
-            }
-        },
+        } => crate::serve::serve(&path, &socket, read_only, tcp.as_deref(), fuse.as_deref())?,
+        DiskCommand::Undo { action, base } => undo_disk(action, &base)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `strata disk create`: a differencing disk with `--parent`, else a dynamic or fixed one.
+fn create_disk(
+    path: &Path,
+    size: Option<u64>,
+    kind: VhdType,
+    block_size: Option<u64>,
+    parent: Option<&Path>,
+) -> Result<()> {
+    if let Some(parent) = parent {
+        strata_vhd::create_differencing(path, parent)?;
+        println!(
+            "created differencing disk {} (parent {})",
+            path.display(),
+            parent.display()
+        );
+        return Ok(());
+    }
+    let size = size.unwrap_or_default();
+    let new = match kind {
+        VhdType::Fixed => NewDisk::Fixed,
+        VhdType::Dynamic => dynamic(block_size)?,
+    };
+    for w in strata_vhd::create(path, size, new)? {
+        eprintln!("strata: warning: {w}");
+    }
+    println!(
+        "created {} disk {} ({size} bytes)",
+        kind_name(kind),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `strata disk inspect`.
+fn inspect_disk(path: &Path, json: bool) -> Result<()> {
+    let info = inspect::inspect(path)?;
+    if json {
+        print_json(&info)
+    } else {
+        crate::disk_text::print_info(&info);
+        Ok(())
+    }
+}
+
+/// `strata disk check`: exit 1 when an error is found (repaired or not).
+fn check_disk(path: &Path, repair: bool, json: bool) -> Result<ExitCode> {
+    let report = check::check(path, repair)?;
+    if json {
+        print_json(&report)?;
+    } else {
+        for r in &report.repairs {
+            println!("repaired: {r}");
+        }
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        if report.ok() {
+            println!("{}: no errors found", path.display());
+        }
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `strata disk set-parent`.
+fn set_disk_parent(child: &Path, parent: &Path, force: bool) -> Result<()> {
+    set_parent::set_parent(child, parent, force)?;
+    println!("{} now has parent {}", child.display(), parent.display());
+    Ok(())
+}
+
+/// `strata disk merge`: into the parent in place, or with `--to` the whole chain into a new disk.
+fn merge_disk(child: &Path, to: Option<&Path>, kind: VhdType) -> Result<()> {
+    let Some(to) = to else {
+        let parent = merge::merge_into_parent(child, &Bar::new("merging"))?;
+        println!(
+            "merged {} into {} and removed it",
+            child.display(),
+            parent.display()
+        );
+        return Ok(());
+    };
+    let target = match kind {
+        VhdType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
+        VhdType::Dynamic => convert::dynamic(),
+    };
+    merge::merge_to(child, to, target, &Bar::new("merging"))?;
+    println!(
+        "wrote the chain of {} into {}",
+        child.display(),
+        to.display()
+    );
+    Ok(())
+}
+
+/// `strata disk compact`.
+fn compact_disk(path: &Path, json: bool) -> Result<()> {
+    let c = compact::compact(path, &Bar::new("compacting"))?;
+    if json {
+        return print_json(&c);
+    }
+    println!(
+        "compacted {}: {} → {} bytes ({} zero blocks dropped)",
+        path.display(),
+        c.before,
+        c.after,
+        c.zero_blocks_dropped
+    );
+    Ok(())
+}
+
+/// `strata disk convert`.
+fn convert_disk(src: &Path, dst: &Path, kind: OutType, block_size: Option<u64>) -> Result<()> {
+    let target = match kind {
+        OutType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
+        OutType::Dynamic => convert::Target::Vhd(dynamic(block_size)?),
+        OutType::Raw => convert::Target::Raw,
+    };
+    let source = convert::Source::open(src)?;
+    convert::convert(&source, dst, target, &Bar::new("converting"))?;
+    println!("converted {} into {}", src.display(), dst.display());
+    Ok(())
+}
+
+/// `strata disk resize`.
+fn resize_disk(path: &Path, size: u64, allow_shrink: bool) -> Result<()> {
+    resize::resize(path, size, allow_shrink)?;
+    println!("resized {} to {size} bytes", path.display());
+    Ok(())
+}
+
+/// `strata disk plug`: prints the NBD URI (and the TCP one with `--tcp`).
+fn plug_disk(path: &Path, read_only: bool, direct: bool, tcp: Option<String>) -> Result<()> {
+    let rec = plug::plug(
+        path,
+        &plug::PlugOptions {
+            read_only,
+            direct,
+            tcp,
+            fuse: false,
+        },
+    )?;
+    println!("{}", rec.uri);
+    if let Some(t) = &rec.tcp_uri {
+        println!("{t}");
+    }
+    Ok(())
+}
+
+/// `strata disk unplug`: one disk, or all with no path (`--all`).
+fn unplug_disk(path: Option<&Path>, commit: bool, discard: bool) -> Result<()> {
+    let choice = match (commit, discard) {
+        (true, _) => plug::UndoChoice::Commit,
+        (_, true) => plug::UndoChoice::Discard,
+        _ => plug::UndoChoice::Ask,
+    };
+    for line in plug::unplug(path, choice)? {
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+/// `strata disk query`: one disk, or all with no path (`--all`).
+fn query_disks(path: Option<&Path>, json: bool) -> Result<()> {
+    let list = plug::query(path)?;
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no disk is plugged in");
+    }
+    for r in &list {
+        let undo = r
+            .undo_path
+            .as_ref()
+            .map(|u| format!(" undo {}", u.display()))
+            .unwrap_or_default();
+        let mnt = r
+            .mount_point
+            .as_ref()
+            .map(|m| format!(" mounted on {}", m.display()))
+            .unwrap_or_default();
+        println!("{} {} ({:?}){undo}{mnt}", r.path.display(), r.uri, r.mode);
+    }
+    Ok(())
+}
+
+/// `strata disk mount`.
+fn mount_disk(
+    path: &Path,
+    dir: &Path,
+    read_only: bool,
+    direct: bool,
+    partition: Option<u32>,
+) -> Result<()> {
+    let rec = crate::mount::mount(path, dir, read_only, direct, partition)?;
+    println!(
+        "mounted {} on {} ({})",
+        rec.path.display(),
+        dir.display(),
+        rec.uri
+    );
+    Ok(())
+}
+
+/// `strata disk undo create|commit|discard`.
+fn undo_disk(action: UndoAction, base: &Path) -> Result<()> {
+    match action {
+        UndoAction::Create => println!("created undo disk {}", undo::create(base)?.display()),
+        UndoAction::Commit => {
+            undo::commit(base, &Bar::new("committing"))?;
+            println!("committed the undo disk into {}", base.display());
+        }
+        UndoAction::Discard => {
+            undo::discard(base)?;
+            println!("discarded the undo disk of {}", base.display());
+        }
+    }
+    Ok(())
 }
 
 fn kind_name(k: VhdType) -> &'static str {

@@ -5,6 +5,7 @@ mod client;
 mod console;
 mod disk;
 mod disk_text;
+mod docs;
 mod mount;
 mod plug;
 mod progress;
@@ -61,6 +62,17 @@ enum Command {
         #[arg(long)]
         tcp: Option<String>,
     },
+    /// Print a shell completion script on stdout (bash, zsh or fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Write the manual pages (strata.1, strata-vm.1, strata-vm-create.1 …) into a folder.
+    Man {
+        /// The folder to write them into (created if needed)
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// A VM's worker process (started by the host service).
     #[command(hide = true)]
     Worker {
@@ -84,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::Events { vm, since, json } => vm::events(vm, since, json),
         Command::Host(cmd) => vm::host(cmd),
         Command::Serve { home, socket, tcp } => serve_host(home, socket, tcp),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(&out),
         Command::Worker {
             home,
             vm,

@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use strata_api::{
-    ComKind, ComPort, CreateVm, DiskBus, DiskSpec, Event, HostInfo, KernelBoot, NicModel, NicSpec,
-    SetVm, StopVmsReport, VmDetails, VmSummary,
+    BootDevice, ComKind, ComPort, CreateVm, DiskBus, DiskSpec, Event, HostInfo, KernelBoot,
+    NicModel, NicSpec, SetVm, StopVmsReport, VmDetails, VmSummary,
 };
 
 use crate::client::{enc, Client};
@@ -176,45 +176,106 @@ fn com(port: u8, spec: &str) -> Result<ComPort> {
     })
 }
 
+/// An optional enumerated value (accelerator, start or stop action) from its text.
+fn enum_opt<T: serde::de::DeserializeOwned>(what: &str, v: Option<&str>) -> Result<Option<T>> {
+    v.map(|v| enum_value(what, v)).transpose()
+}
+
+/// A `--disk PATH[:ide|:virtio]` (virtio by default).
+fn disk_spec(d: &str) -> Result<DiskSpec> {
+    let (path, bus) = match d.rsplit_once(':') {
+        Some((p, "ide")) => (p, DiskBus::Ide),
+        Some((p, "virtio")) => (p, DiskBus::Virtio),
+        _ => (d, DiskBus::Virtio),
+    };
+    Ok(DiskSpec {
+        path: absolute(path)?,
+        bus,
+    })
+}
+
+/// A `--nic MODEL[=MAC]`.
+fn nic_spec(n: &str) -> Result<NicSpec> {
+    let (model, mac) = match n.split_once('=') {
+        Some((m, mac)) => (m, Some(mac.to_string())),
+        None => (n, None),
+    };
+    Ok(NicSpec {
+        model: enum_value::<NicModel>("network adapter model", model)?,
+        mac,
+    })
+}
+
+/// A repeated option's values, each parsed; `None` when it was not given (nothing to change).
+fn each<T>(values: &[String], parse: impl Fn(&str) -> Result<T>) -> Result<Option<Vec<T>>> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    values
+        .iter()
+        .map(|v| parse(v))
+        .collect::<Result<_>>()
+        .map(Some)
+}
+
 impl Settings {
     /// The settings given, as a `SetVm` (which `create` also starts from).
     fn to_set(&self) -> Result<SetVm> {
+        // Parsed in this order, so that the first error reported stays the same.
         let memory_mib = self.memory.as_deref().map(memory_mib).transpose()?;
-        let disks = (!self.disks.is_empty())
-            .then(|| {
-                self.disks
-                    .iter()
-                    .map(|d| {
-                        let (path, bus) = match d.rsplit_once(':') {
-                            Some((p, "ide")) => (p, DiskBus::Ide),
-                            Some((p, "virtio")) => (p, DiskBus::Virtio),
-                            _ => (d.as_str(), DiskBus::Virtio),
-                        };
-                        Ok(DiskSpec {
-                            path: absolute(path)?,
-                            bus,
-                        })
-                    })
+        let disks = each(&self.disks, disk_spec)?;
+        let nics = each(&self.nics, nic_spec)?;
+        let com_ports = self.com_ports()?;
+        Ok(SetVm {
+            notes: self.notes.clone(),
+            memory_mib,
+            cpus: self.cpus,
+            boot_order: self.boot_order()?,
+            disks,
+            cdrom: self.cdrom()?,
+            nics,
+            com_ports,
+            accelerator: enum_opt("accelerator", self.accelerator.as_deref())?,
+            start_action: enum_opt("start action", self.start_action.as_deref())?,
+            start_delay_secs: self.start_delay,
+            stop_action: enum_opt("stop action", self.stop_action.as_deref())?,
+            shutdown_timeout_secs: self.shutdown_timeout,
+            machine: self.machine.clone(),
+            kernel: self.kernel()?,
+        })
+    }
+
+    /// `--boot`, each device checked.
+    fn boot_order(&self) -> Result<Option<Vec<BootDevice>>> {
+        self.boot
+            .as_ref()
+            .map(|b| {
+                b.iter()
+                    .map(|x| enum_value("boot device", x))
                     .collect::<Result<Vec<_>>>()
             })
-            .transpose()?;
-        let nics = (!self.nics.is_empty())
-            .then(|| {
-                self.nics
-                    .iter()
-                    .map(|n| {
-                        let (model, mac) = match n.split_once('=') {
-                            Some((m, mac)) => (m, Some(mac.to_string())),
-                            None => (n.as_str(), None),
-                        };
-                        Ok(NicSpec {
-                            model: enum_value::<NicModel>("network adapter model", model)?,
-                            mac,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()
+            .transpose()
+    }
+
+    /// `--cdrom`: an absolute path, or `""` (empties the drive).
+    fn cdrom(&self) -> Result<Option<String>> {
+        self.cdrom
+            .as_deref()
+            .map(|c| {
+                if c.is_empty() {
+                    Ok(String::new())
+                } else {
+                    absolute(c)
+                }
             })
-            .transpose()?;
+            .transpose()
+    }
+
+    /// `--com1` and `--com2`; `None` when neither was given.
+    fn com_ports(&self) -> Result<Option<Vec<ComPort>>> {
+        if self.com1.is_none() && self.com2.is_none() {
+            return Ok(None);
+        }
         let mut com_ports = Vec::new();
         if let Some(c) = &self.com1 {
             com_ports.push(com(1, c)?);
@@ -222,53 +283,7 @@ impl Settings {
         if let Some(c) = &self.com2 {
             com_ports.push(com(2, c)?);
         }
-        Ok(SetVm {
-            notes: self.notes.clone(),
-            memory_mib,
-            cpus: self.cpus,
-            boot_order: self
-                .boot
-                .as_ref()
-                .map(|b| {
-                    b.iter()
-                        .map(|x| enum_value("boot device", x))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .transpose()?,
-            disks,
-            cdrom: self
-                .cdrom
-                .as_deref()
-                .map(|c| {
-                    if c.is_empty() {
-                        Ok(String::new())
-                    } else {
-                        absolute(c)
-                    }
-                })
-                .transpose()?,
-            nics,
-            com_ports: (self.com1.is_some() || self.com2.is_some()).then_some(com_ports),
-            accelerator: self
-                .accelerator
-                .as_deref()
-                .map(|a| enum_value("accelerator", a))
-                .transpose()?,
-            start_action: self
-                .start_action
-                .as_deref()
-                .map(|a| enum_value("start action", a))
-                .transpose()?,
-            start_delay_secs: self.start_delay,
-            stop_action: self
-                .stop_action
-                .as_deref()
-                .map(|a| enum_value("stop action", a))
-                .transpose()?,
-            shutdown_timeout_secs: self.shutdown_timeout,
-            machine: self.machine.clone(),
-            kernel: self.kernel()?,
-        })
+        Ok(Some(com_ports))
     }
 
     /// Direct kernel boot as given; `--kernel ""` gives an empty path (removes it, for `set`).
@@ -348,42 +363,21 @@ fn print_vm(vm: &VmDetails, json: bool) -> Result<()> {
 /// Runs `strata vm …`.
 pub fn run(cmd: VmCommand) -> Result<ExitCode> {
     let c = Client::new();
-    let path = |name: &str| format!("/v1/vms/{}", enc(name));
     match cmd {
         VmCommand::Create {
             name,
             settings,
             json,
-        } => {
-            let body = serde_json::to_value(settings.to_create(&name)?)?;
-            let vm: VmDetails = c.json("POST", "/v1/vms", Some(body))?;
-            if !json {
-                println!("Created VM '{}'.", vm.name);
-            }
-            print_vm(&vm, json)?;
-        }
-        VmCommand::List { json } => {
-            let list: Vec<VmSummary> = c.json("GET", "/v1/vms", None)?;
-            if json {
-                print_json(&list)?;
-            } else {
-                crate::vm_text::list(&list);
-            }
-        }
-        VmCommand::Show { name, json } => print_vm(&c.json("GET", &path(&name), None)?, json)?,
+        } => create(&c, &name, &settings, json)?,
+        VmCommand::List { json } => list(&c, json)?,
+        VmCommand::Show { name, json } => show(&c, &name, json)?,
         VmCommand::Set {
             name,
             settings,
             json,
-        } => {
-            let body = serde_json::to_value(settings.to_set()?)?;
-            print_vm(&c.json("PATCH", &path(&name), Some(body))?, json)?;
-        }
+        } => set(&c, &name, &settings, json)?,
         VmCommand::Start(t) => action(&c, &t, "start", None)?,
-        VmCommand::Shutdown { target, timeout } => {
-            let body = timeout.map(|t| json!({ "timeout_secs": t }));
-            action(&c, &target, "shutdown", body)?;
-        }
+        VmCommand::Shutdown { target, timeout } => shutdown(&c, &target, timeout)?,
         VmCommand::Stop(t) => action(&c, &t, "stop", None)?,
         VmCommand::Reset(t) => action(&c, &t, "reset", None)?,
         VmCommand::Pause(t) => action(&c, &t, "pause", None)?,
@@ -394,46 +388,94 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             name,
             delete_disks,
             json,
-        } => {
-            c.text(
-                "DELETE",
-                &format!("{}?delete_disks={delete_disks}", path(&name)),
-                None,
-            )?;
-            if json {
-                print_json(
-                    &json!({ "name": name, "deleted": true, "disks_deleted": delete_disks }),
-                )?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "Deleted VM '{name}'{}.",
-                if delete_disks {
-                    " and its disks"
-                } else {
-                    " (its disks are kept)"
-                }
-            );
-        }
-        VmCommand::Console { name, log } => {
-            if log {
-                print!(
-                    "{}",
-                    c.text("GET", &format!("{}/console", path(&name)), None)?
-                );
-            } else {
-                let vm: VmDetails = c.json("GET", &path(&name), None)?;
-                let Some(socket) = vm.console_socket else {
-                    bail!(
-                        "VM '{name}' is {}: its console is available while it runs",
-                        vm.state.as_str()
-                    );
-                };
-                crate::console::attach(Path::new(&socket), &name)?;
-            }
-        }
+        } => delete(&c, &name, delete_disks, json)?,
+        VmCommand::Console { name, log } => console(&c, &name, log)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A VM's path in the API.
+fn vm_path(name: &str) -> String {
+    format!("/v1/vms/{}", enc(name))
+}
+
+/// `strata vm create`.
+fn create(c: &Client, name: &str, settings: &Settings, json: bool) -> Result<()> {
+    let body = serde_json::to_value(settings.to_create(name)?)?;
+    let vm: VmDetails = c.json("POST", "/v1/vms", Some(body))?;
+    if !json {
+        println!("Created VM '{}'.", vm.name);
+    }
+    print_vm(&vm, json)
+}
+
+/// `strata vm list`.
+fn list(c: &Client, json: bool) -> Result<()> {
+    let list: Vec<VmSummary> = c.json("GET", "/v1/vms", None)?;
+    if json {
+        return print_json(&list);
+    }
+    crate::vm_text::list(&list);
+    Ok(())
+}
+
+/// `strata vm show`.
+fn show(c: &Client, name: &str, json: bool) -> Result<()> {
+    print_vm(&c.json("GET", &vm_path(name), None)?, json)
+}
+
+/// `strata vm set`.
+fn set(c: &Client, name: &str, settings: &Settings, json: bool) -> Result<()> {
+    let body = serde_json::to_value(settings.to_set()?)?;
+    print_vm(&c.json("PATCH", &vm_path(name), Some(body))?, json)
+}
+
+/// `strata vm shutdown`: waits `timeout` seconds for the guest, else the VM's own setting.
+fn shutdown(c: &Client, target: &Target, timeout: Option<u32>) -> Result<()> {
+    let body = timeout.map(|t| json!({ "timeout_secs": t }));
+    action(c, target, "shutdown", body)
+}
+
+/// `strata vm delete`: the disks are kept unless `delete_disks`.
+fn delete(c: &Client, name: &str, delete_disks: bool, json: bool) -> Result<()> {
+    c.text(
+        "DELETE",
+        &format!("{}?delete_disks={delete_disks}", vm_path(name)),
+        None,
+    )?;
+    if json {
+        return print_json(
+            &json!({ "name": name, "deleted": true, "disks_deleted": delete_disks }),
+        );
+    }
+    println!(
+        "Deleted VM '{name}'{}.",
+        if delete_disks {
+            " and its disks"
+        } else {
+            " (its disks are kept)"
+        }
+    );
+    Ok(())
+}
+
+/// `strata vm console`: attach to the running VM's console, or with `log` print what it showed.
+fn console(c: &Client, name: &str, log: bool) -> Result<()> {
+    if log {
+        print!(
+            "{}",
+            c.text("GET", &format!("{}/console", vm_path(name)), None)?
+        );
+        return Ok(());
+    }
+    let vm: VmDetails = c.json("GET", &vm_path(name), None)?;
+    let Some(socket) = vm.console_socket else {
+        bail!(
+            "VM '{name}' is {}: its console is available while it runs",
+            vm.state.as_str()
+        );
+    };
+    crate::console::attach(Path::new(&socket), name)
 }
 
 fn action(c: &Client, t: &Target, what: &str, body: Option<Value>) -> Result<()> {

@@ -3,6 +3,7 @@
 //! module per command family.
 
 mod disk;
+mod docs;
 mod plug;
 mod vm;
 
