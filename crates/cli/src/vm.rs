@@ -53,7 +53,8 @@ pub enum VmCommand {
         #[arg(long)]
         timeout: Option<u32>,
     },
-    /// Turn a VM off (like pulling the plug; the disks stay consistent).
+    /// Turn a VM off (like pulling the plug; the disks stay consistent). Also: turn-off.
+    #[command(alias = "turn-off")]
     Stop(Target),
     /// Reset a VM.
     Reset(Target),

@@ -176,7 +176,8 @@ async fn action(
             }
             Command::Shutdown(name, req.timeout_secs)
         }
-        "stop" => Command::TurnOff(name),
+        // Hyper-V's name (Stop-VM) and the plain one.
+        "stop" | "turn-off" => Command::TurnOff(name),
         "reset" => Command::Reset(name),
         "pause" => Command::Pause(name),
         "resume" => Command::Resume(name),
@@ -185,7 +186,7 @@ async fn action(
         other => {
             return Err(Failure(
                 StatusCode::NOT_FOUND,
-                format!("unknown action '{other}': start, shutdown, stop, reset, pause, resume, save or discard-saved"),
+                format!("unknown action '{other}': start, shutdown, stop (or turn-off), reset, pause, resume, save or discard-saved"),
                 ErrorKind::NotFound,
             ))
         }

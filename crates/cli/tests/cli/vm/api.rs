@@ -379,7 +379,8 @@ fn an_old_qemu_refuses_saving_up_front_and_says_which_version_is_needed() {
         "a refused save leaves the VM as it was"
     );
     assert!(!h.home().join("vms/old/saved.json").exists());
-    h.ok(&["vm", "stop", "old"]);
+    let (code, v) = curl(&h, "POST", "/v1/vms/old/turn-off", None);
+    assert_eq!((code, v["state"].as_str()), (200, Some("off")), "{v}");
 }
 
 /// The processes whose command line mentions `text`.
@@ -435,5 +436,8 @@ fn a_failed_start_undoes_itself_and_a_failed_restore_keeps_the_saved_state() {
     assert!(image.exists(), "a failed restore keeps the saved state");
     h.ok(&["vm", "discard-saved", "held"]);
     h.ok(&["vm", "start", "held"]);
-    h.ok(&["vm", "stop", "held"]);
+    assert_eq!(
+        h.json(&["vm", "turn-off", "held", "--json"])["state"],
+        "off"
+    );
 }
