@@ -45,3 +45,40 @@ impl Progress for Bar {
         }
     }
 }
+
+/// A new [`Bar`] for each operation that starts (none until one does): for a library call that
+/// may run the operation several times, or not at all.
+pub struct EachBar {
+    label: &'static str,
+    bar: std::cell::RefCell<Option<Bar>>,
+}
+
+impl EachBar {
+    /// Bars labelled with the operation.
+    pub fn new(label: &'static str) -> EachBar {
+        EachBar {
+            label,
+            bar: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+impl Progress for EachBar {
+    fn start(&self, total: u64) {
+        let bar = Bar::new(self.label);
+        bar.start(total);
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.borrow().as_ref() {
+            b.advance(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish();
+        }
+    }
+}

@@ -6,12 +6,17 @@
 //! Written by hand: the crates.io `nbd` crate serves one `Read + Write + Seek` object from one
 //! connection, without TRIM, WRITE_ZEROES, FUA, NBD_OPT_GO/INFO or concurrent connections, and the
 //! fixed-newstyle subset needed here is small (`proto.rs`, `server.rs`).
+//!
+//! [`serve_disk`] serves an opened VHD on a Unix socket (and TCP): the one way both a VM's worker
+//! and a plugged disk's server put a disk on the wire.
 
+mod disk;
 pub mod file;
 mod proto;
 pub mod server;
 mod vhd;
 
+pub use disk::{serve_disk, ServeError, ServeErrorKind, ServedDisk};
 pub use server::{handle, serve_tcp, serve_unix, Export};
 pub use vhd::VhdBackend;
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use strata_api::VmState;
-use strata_nbd::{Export, VhdBackend};
+use strata_nbd::{serve_disk, ServeErrorKind, VhdBackend};
 use strata_vhd::{Disk, OpenOptions};
 
 use super::{console, control, saved, Shared, WorkerArgs};
@@ -279,16 +279,15 @@ fn serve_disks(config: &VmConfig, sockets: &Sockets) -> Result<Disks, HostError>
     for (i, d) in config.vm.disks.iter().enumerate() {
         let disk = Disk::open(&d.path, OpenOptions::write())
             .map_err(|e| HostError::new(ErrorKind::Conflict, e.to_string()))?;
-        let backend = Arc::new(VhdBackend(disk));
         let socket = sockets.disk(i);
-        let listener =
-            UnixListener::bind(&socket).map_err(|e| HostError::io(&socket, "listen on", e))?;
-        let export = Export {
-            name: String::new(),
-            backend: backend.clone(),
-        };
-        std::thread::spawn(move || strata_nbd::serve_unix(listener, export));
-        out.push((d.path.clone(), backend));
+        let served = serve_disk(disk, &socket, None).map_err(|e| match e.kind {
+            ServeErrorKind::Io(io) => HostError::io(&socket, "listen on", io),
+            ServeErrorKind::InUse => HostError::conflict(format!(
+                "{}: another server is already serving on it",
+                socket.display()
+            )),
+        })?;
+        out.push((d.path.clone(), served.backend));
     }
     Ok(out)
 }
