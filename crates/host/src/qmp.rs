@@ -20,6 +20,9 @@ use serde_json::{json, Value};
 
 use crate::error::{ErrorKind, HostError};
 
+/// How long a save or restore may take before it counts as hung.
+pub const MIGRATION_LIMIT: Duration = Duration::from_secs(1800);
+
 /// How long a command may take before QEMU counts as hung.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -190,7 +193,7 @@ impl Qmp {
                             .unwrap_or("the migration failed"),
                     ))
                 }
-                _ if start.elapsed() > Duration::from_secs(1800) => {
+                _ if start.elapsed() > MIGRATION_LIMIT => {
                     return Err(HostError::new(
                         ErrorKind::Hung,
                         "the migration did not end within 30 minutes",

@@ -67,6 +67,7 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
         Err(e) => {
             Readiness::Failed {
                 error: e.to_string(),
+                kind: None,
             }
             .report();
             return Err(e);
@@ -163,7 +164,7 @@ pub(crate) fn start_server(server: &[OsString], args: &ServerArgs) -> Result<u32
     cmd.args(prefix).args(args.to_args()).stderr(log);
     match strata_proc::spawn_daemon(&mut cmd, "the disk server", START_LIMIT) {
         Ok(pid) => Ok(pid),
-        Err(DaemonError::Failed(why)) => Err(PlugError::server(why)),
+        Err(DaemonError::Failed { error, .. }) => Err(PlugError::server(error)),
         Err(e) => {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             Err(PlugError::server(match log.trim() {

@@ -21,6 +21,10 @@ pub enum Readiness {
     Failed {
         /// Why.
         error: String,
+        /// A stable name for what went wrong, when the daemon has one (the host's error kinds,
+        /// `strata_api::ErrorKind`: `conflict`, `unsupported` …), so the starter can answer right.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
     },
 }
 
@@ -47,8 +51,13 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     /// It said it can't start.
-    #[error("{0}")]
-    Failed(String),
+    #[error("{error}")]
+    Failed {
+        /// Why.
+        error: String,
+        /// Its kind, as the daemon named it.
+        kind: Option<String>,
+    },
     /// It ended, or said something that is not a readiness line, before being ready.
     #[error("{what} ended without reporting ready{}", said(.line))]
     Ended {
@@ -98,10 +107,13 @@ pub fn spawn_daemon(cmd: &mut Command, what: &str, limit: Duration) -> Result<u3
         });
     }
     let pid = child.id();
+    let started = crate::start_time(pid);
     // Reap it whenever it ends (a restarted starter is not its parent any more).
     std::thread::spawn(move || child.wait());
     let Ok(line) = rx.recv_timeout(limit) else {
-        crate::kill(pid);
+        if crate::start_time(pid) == started {
+            crate::kill(pid);
+        }
         return Err(DaemonError::Silent {
             what: what.to_string(),
             limit,
@@ -109,9 +121,13 @@ pub fn spawn_daemon(cmd: &mut Command, what: &str, limit: Duration) -> Result<u3
     };
     match serde_json::from_str::<Readiness>(line.trim()) {
         Ok(Readiness::Ready) => Ok(pid),
-        Ok(Readiness::Failed { error }) => Err(DaemonError::Failed(error)),
+        Ok(Readiness::Failed { error, kind }) => Err(DaemonError::Failed { error, kind }),
         Err(_) => {
-            crate::kill(pid);
+            // It printed something else, or closed its stdout: end it if it is still the process
+            // started (it may have exited and its pid been reused already).
+            if crate::start_time(pid) == started {
+                crate::kill(pid);
+            }
             Err(DaemonError::Ended {
                 what: what.to_string(),
                 line,
@@ -145,13 +161,14 @@ mod tests {
     #[test]
     fn a_failed_daemon_gives_its_reason() {
         let e = spawn_daemon(
-            &mut sh(r#"echo '{"status":"failed","error":"disk x: locked"}'"#),
+            &mut sh(r#"echo '{"status":"failed","error":"disk x: locked","kind":"conflict"}'"#),
             "test daemon",
             Duration::from_secs(10),
         )
         .unwrap_err();
         assert!(
-            matches!(&e, DaemonError::Failed(m) if m == "disk x: locked"),
+            matches!(&e, DaemonError::Failed { error, kind }
+                if error == "disk x: locked" && kind.as_deref() == Some("conflict")),
             "{e}"
         );
     }

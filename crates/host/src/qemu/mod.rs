@@ -40,8 +40,11 @@ pub struct QemuInfo {
     pub line: String,
     /// Its version number.
     pub version: Version,
-    /// Its versioned i440FX machine types, newest first.
+    /// Its versioned i440FX machine types, newest first (numbered ones such as `pc-i440fx-10.0`
+    /// first, then distribution ones such as `pc-i440fx-noble` or `pc-i440fx-rhel7.6.0`).
     pub machines: Vec<String>,
+    /// What `pc` means to it (the type a new VM is pinned to).
+    pub default: String,
 }
 
 impl QemuInfo {
@@ -55,23 +58,24 @@ impl QemuInfo {
             ))
         })?;
         let help = run(&["-machine", "help"])?;
-        let machines = parse_machines(&help);
-        if machines.is_empty() {
+        let (machines, default) = parse_machines(&help);
+        let Some(default) = default else {
             return Err(HostError::unsupported(format!(
                 "{} offers no i440FX machine type (pc-i440fx-*): Strata's VMs need one",
                 binary().display()
             )));
-        }
+        };
         Ok(Self {
             line,
             version,
             machines,
+            default,
         })
     }
 
     /// The machine type a new VM is pinned to: the newest i440FX.
     pub fn default_machine(&self) -> &str {
-        self.machines.first().map_or("pc", String::as_str)
+        &self.default
     }
 
     /// The versioned machine type for what a user asked (`pc`, `i440fx` or a versioned name), or
@@ -156,18 +160,40 @@ fn parse_version(line: &str) -> Option<Version> {
     Some(Version(major, minor, micro))
 }
 
-/// The versioned i440FX machine types in `-machine help`'s output, newest first.
-fn parse_machines(help: &str) -> Vec<String> {
-    let mut found: Vec<(Version, String)> = help
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(|name| {
-            let v = parse_version(&format!("version {}", name.strip_prefix("pc-i440fx-")?))?;
-            Some((v, name.to_string()))
-        })
-        .collect();
-    found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    found.into_iter().map(|(_, n)| n).collect()
+/// The versioned i440FX machine types in `-machine help`'s output, newest first (numbered, then
+/// the others by name), and the one `pc` is an alias of (else the newest numbered one).
+fn parse_machines(help: &str) -> (Vec<String>, Option<String>) {
+    let mut numbered: Vec<(Version, String)> = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    let mut alias = None;
+    for line in help.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if name == "pc" {
+            alias = line
+                .split("(alias of ")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .map(str::to_string);
+        }
+        let Some(suffix) = name.strip_prefix("pc-i440fx-") else {
+            continue;
+        };
+        match parse_version(&format!("version {suffix}")) {
+            Some(v) if suffix.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+                numbered.push((v, name.to_string()));
+            }
+            _ => named.push(name.to_string()),
+        }
+    }
+    numbered.sort_by_key(|m| std::cmp::Reverse(m.0));
+    named.sort();
+    let machines: Vec<String> = numbered.into_iter().map(|(_, n)| n).chain(named).collect();
+    let default = alias
+        .filter(|a| machines.contains(a))
+        .or_else(|| machines.first().cloned());
+    (machines, default)
 }
 
 /// The CPU model used with an accelerator (recorded in saved states).
@@ -207,10 +233,12 @@ pc-q35-10.0          Standard PC (Q35 + ICH9, 2009)
 ";
 
     fn info(version: Version) -> QemuInfo {
+        let (machines, default) = parse_machines(HELP);
         QemuInfo {
             line: String::new(),
             version,
-            machines: parse_machines(HELP),
+            machines,
+            default: default.unwrap(),
         }
     }
 
@@ -234,9 +262,27 @@ pc-q35-10.0          Standard PC (Q35 + ICH9, 2009)
 
     #[test]
     fn machine_types_are_the_versioned_i440fx_ones_newest_first() {
+        let (machines, default) = parse_machines(HELP);
         assert_eq!(
-            parse_machines(HELP),
+            machines,
             ["pc-i440fx-10.0", "pc-i440fx-9.2", "pc-i440fx-2.12"]
+        );
+        assert_eq!(default.as_deref(), Some("pc-i440fx-10.0"));
+        // Ubuntu's and RHEL's QEMU name their own types, and `pc` may point at one.
+        let ubuntu = "pc                   Ubuntu 24.04 PC (alias of pc-i440fx-noble)
+pc-i440fx-noble      Ubuntu 24.04 PC (i440FX + PIIX, 1996) (default)
+pc-i440fx-8.2        Standard PC (i440FX + PIIX, 1996)
+pc-i440fx-rhel7.6.0  RHEL 7.6.0 PC (i440FX + PIIX, 1996)
+";
+        let (machines, default) = parse_machines(ubuntu);
+        assert_eq!(
+            machines,
+            ["pc-i440fx-8.2", "pc-i440fx-noble", "pc-i440fx-rhel7.6.0"]
+        );
+        assert_eq!(default.as_deref(), Some("pc-i440fx-noble"));
+        assert_eq!(
+            parse_machines("q35  x (alias of pc-q35-10.0)\n"),
+            (vec![], None)
         );
     }
 

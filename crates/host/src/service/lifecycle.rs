@@ -259,17 +259,18 @@ impl Service {
         );
         // Its own process group: the worker outlives a restart of the service. Loading a large
         // saved state takes a while; a worker silent for longer is stuck.
-        match strata_proc::spawn_daemon(&mut cmd, "the VM's worker", Duration::from_secs(900)) {
-            Ok(_) => Ok(()),
-            Err(e @ strata_proc::DaemonError::Spawn { .. }) => {
-                let why = format!("cannot start the VM's worker: {e}");
-                self.events.log(Code::VmStartFailed, Some(name), user, &why);
-                Err(HostError::internal(why))
-            }
-            Err(e) => Err(HostError::conflict(format!(
-                "cannot start VM '{name}': {e}"
-            ))),
-        }
+        strata_proc::spawn_daemon(&mut cmd, "the VM's worker", Duration::from_secs(900))
+            .map(drop)
+            .map_err(|e| {
+                // A worker that reported its failure has logged it; the others could not.
+                let reported = matches!(e, strata_proc::DaemonError::Failed { .. });
+                let e = worker_start_error(e).context(format_args!("cannot start VM '{name}'"));
+                if !reported {
+                    self.events
+                        .log(Code::VmStartFailed, Some(name), user, &e.message);
+                }
+                e
+            })
     }
 
     /// Sends `verb` to the VM's worker. Turning off does not wait behind a request in progress
@@ -293,11 +294,14 @@ impl Service {
             }
         }
         let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
+        // The worker's own limits, plus a margin: a shut-down waits for the guest, a save for the
+        // migration.
         let waits = match &verb {
-            Verb::Shutdown { timeout_secs } => *timeout_secs,
-            _ => 0,
+            Verb::Shutdown { timeout_secs } => Duration::from_secs(u64::from(*timeout_secs)),
+            Verb::Save => crate::qmp::MIGRATION_LIMIT,
+            _ => Duration::ZERO,
         };
-        let limit = Duration::from_secs(u64::from(waits) + 600);
+        let limit = waits + Duration::from_secs(600);
         worker::request(&socket, user, verb, limit)
             .map(drop)
             .map_err(|e| match e.kind {
@@ -349,16 +353,7 @@ impl Service {
                 .iter()
                 .map(|(n, action, timeout)| {
                     s.spawn(move || {
-                        let (verb, what) = match action {
-                            StopAction::Save => (Verb::Save, "saved"),
-                            StopAction::Shutdown => (
-                                Verb::Shutdown {
-                                    timeout_secs: *timeout,
-                                },
-                                "shut down",
-                            ),
-                            StopAction::TurnOff => (Verb::TurnOff, "turned off"),
-                        };
+                        let (verb, what) = self.stop_verb(n, *action, *timeout);
                         self.events.log(
                             Code::VmAutomaticAction,
                             Some(n),
@@ -376,6 +371,33 @@ impl Service {
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
         StopVmsReport { results }
+    }
+
+    /// What a stop action does on this host. Saving needs QEMU 8.2: where it can't be done, the
+    /// VM is shut down instead (and the event says why) rather than left to be killed.
+    fn stop_verb(&self, name: &str, action: StopAction, timeout: u32) -> (Verb, &'static str) {
+        let shutdown = (
+            Verb::Shutdown {
+                timeout_secs: timeout,
+            },
+            "shut down",
+        );
+        match action {
+            StopAction::Save => match self.qemu.save_state_problem() {
+                None => (Verb::Save, "saved"),
+                Some(why) => {
+                    self.events.log(
+                        Code::VmAutomaticAction,
+                        Some(name),
+                        "system",
+                        &format!("automatic stop action save is not possible here ({why}): shutting down instead"),
+                    );
+                    shutdown
+                }
+            },
+            StopAction::Shutdown => shutdown,
+            StopAction::TurnOff => (Verb::TurnOff, "turned off"),
+        }
     }
 
     fn mark_stopped_by_host(&self, name: &str) {
@@ -415,6 +437,24 @@ impl Service {
                     eprintln!("strata serve: automatic start of VM '{name}': {e}");
                 }
             });
+        }
+    }
+}
+
+/// Why the worker did not start, with the kind it gave (a worker that never said why is an
+/// internal error; one that said nothing in time may be hung).
+fn worker_start_error(e: strata_proc::DaemonError) -> HostError {
+    use strata_proc::DaemonError;
+    match e {
+        DaemonError::Failed { error, kind } => {
+            let kind = kind
+                .and_then(|k| serde_json::from_value(serde_json::Value::String(k)).ok())
+                .unwrap_or(ErrorKind::Internal);
+            HostError::new(kind, error)
+        }
+        DaemonError::Silent { .. } => HostError::new(ErrorKind::Hung, e.to_string()),
+        DaemonError::Spawn { .. } | DaemonError::Ended { .. } => {
+            HostError::internal(format!("{e}: see the VM's worker.log"))
         }
     }
 }

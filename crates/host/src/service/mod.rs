@@ -323,13 +323,19 @@ impl Service {
         }
     }
 
-    /// A VM made before machine types were pinned gets this host's default, as if created now.
+    /// A VM made before machine types were pinned gets the machine type it runs on: a saved
+    /// state's (when this QEMU has it, so its next cold start keeps the hardware it was saved
+    /// with), else this host's default, as if created now.
     fn pin_machine(&self, name: &str) -> Result<(), HostError> {
         let mut c = self.home.load(name)?;
         if c.vm.machine.is_some() {
             return Ok(());
         }
-        let machine = self.qemu.default_machine().to_string();
+        let saved = crate::worker::saved::read_meta(&self.home.vm_dir(name))
+            .ok()
+            .map(|m| m.machine)
+            .filter(|m| self.qemu.machines.contains(m));
+        let machine = saved.unwrap_or_else(|| self.qemu.default_machine().to_string());
         c.vm.machine = Some(machine.clone());
         self.home.save(&c)?;
         self.events.log(
@@ -393,7 +399,7 @@ impl Service {
             kernel: vm.kernel,
             accelerator: st.accelerator.filter(|_| active).unwrap_or(vm.accelerator),
             accelerator_setting: vm.accelerator,
-            machine: vm.machine.unwrap_or_default(),
+            machine: vm.machine.unwrap_or_else(|| "(not pinned)".to_string()),
             start_action: vm.start_action,
             start_delay_secs: vm.start_delay_secs,
             stop_action: vm.stop_action,

@@ -14,6 +14,7 @@
 
 mod console;
 mod control;
+mod legacy;
 pub mod protocol;
 pub mod saved;
 mod start;
@@ -125,7 +126,11 @@ pub fn run(args: &WorkerArgs) -> i32 {
             0
         }
         Err(e) => {
-            Readiness::Failed { error: e.message }.report();
+            Readiness::Failed {
+                error: e.message,
+                kind: Some(e.kind.as_str().to_string()),
+            }
+            .report();
             1
         }
     }

@@ -21,7 +21,7 @@ pub const VERSION: u32 = 1;
 
 /// What the service asks a worker to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "verb", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Verb {
     /// Report the VM's state.
     Ping,
@@ -98,36 +98,62 @@ impl Reply {
 }
 
 /// Sends `verb` on behalf of `user` to the worker listening on `socket` and waits up to `limit`
-/// for the reply. A missing socket is [`ErrorKind::Gone`], silence [`ErrorKind::Hung`].
+/// for the reply. A missing socket is [`ErrorKind::Gone`], silence [`ErrorKind::Hung`]. A worker
+/// started by a Strata from before this protocol (still running after an upgrade) answers in its
+/// own shape; the request is then sent again in that shape ([`super::legacy`]).
 pub fn request(
     socket: &Path,
     user: &str,
     verb: Verb,
     limit: Duration,
 ) -> Result<VmState, HostError> {
-    let where_ = || format!("the VM's worker ({})", socket.display());
-    let gone = |e: std::io::Error| HostError::new(ErrorKind::Gone, format!("{}: {e}", where_()));
-    let mut s = UnixStream::connect(socket).map_err(gone)?;
-    s.set_read_timeout(Some(limit)).map_err(gone)?;
     let req = Request {
         version: VERSION,
         user: user.to_string(),
         verb,
     };
-    let mut line = serde_json::to_vec(&req)
+    let line = serde_json::to_vec(&req)
         .map_err(|e| HostError::internal(format!("cannot encode a worker request: {e}")))?;
+    let reply = exchange(socket, &line, limit)?;
+    if super::legacy::is_legacy_reply(&reply) {
+        return super::legacy::request(socket, user, &req.verb, limit);
+    }
+    let reply = decode_reply(&reply).map_err(|e| e.context(worker(socket)))?;
+    reply.into_result().map_err(|e| match e.kind {
+        // The service sent something its worker does not understand: a bug, not the user's.
+        ErrorKind::Invalid => e.as_kind(ErrorKind::Internal),
+        _ => e,
+    })
+}
+
+fn worker(socket: &Path) -> String {
+    format!("the VM's worker ({})", socket.display())
+}
+
+/// Sends one request line on a new connection and reads the reply line.
+pub(super) fn exchange(socket: &Path, line: &[u8], limit: Duration) -> Result<String, HostError> {
+    let advice = "`strata vm show` tells the VM's state now";
+    let gone = |e: std::io::Error| {
+        HostError::new(
+            ErrorKind::Gone,
+            format!("{}: {e} ({advice})", worker(socket)),
+        )
+    };
+    let mut s = UnixStream::connect(socket).map_err(gone)?;
+    s.set_read_timeout(Some(limit)).map_err(gone)?;
+    let mut line = line.to_vec();
     line.push(b'\n');
     s.write_all(&line).map_err(gone)?;
     let mut reply = String::new();
-    let read = BufReader::new(s).read_line(&mut reply);
-    match read {
+    match BufReader::new(s).read_line(&mut reply) {
         Ok(0) => Err(HostError::new(
             ErrorKind::Gone,
-            format!("{} closed the connection without a reply", where_()),
+            format!(
+                "{} closed the connection without a reply ({advice})",
+                worker(socket)
+            ),
         )),
-        Ok(_) => decode_reply(&reply)
-            .map_err(|e| e.context(where_()))?
-            .into_result(),
+        Ok(_) => Ok(reply),
         Err(e)
             if matches!(
                 e.kind(),
@@ -136,7 +162,11 @@ pub fn request(
         {
             Err(HostError::new(
                 ErrorKind::Hung,
-                format!("{} did not answer within {} s", where_(), limit.as_secs()),
+                format!(
+                    "{} did not answer within {} s ({advice})",
+                    worker(socket),
+                    limit.as_secs()
+                ),
             ))
         }
         Err(e) => Err(gone(e)),
@@ -172,7 +202,7 @@ pub fn decode_request(line: &str) -> Result<Request, HostError> {
 
 fn version_mismatch(theirs: u32) -> HostError {
     HostError::unsupported(format!(
-        "control protocol version {theirs} is not this Strata's ({VERSION}): the VM's worker and the host service come from different Strata versions; turn the VM off with the Strata that started it, or restart it after the upgrade"
+        "control protocol version {theirs} is not this Strata's ({VERSION}): the VM's worker and the host service come from different Strata versions; shut the VM down and start it again to run it under one Strata"
     ))
 }
 
@@ -190,22 +220,22 @@ mod tests {
         let line = serde_json::to_string(&req).unwrap();
         assert_eq!(
             line,
-            r#"{"version":1,"user":"alice","verb":{"verb":"shutdown","timeout_secs":30}}"#
+            r#"{"version":1,"user":"alice","verb":{"op":"shutdown","timeout_secs":30}}"#
         );
         assert_eq!(decode_request(&line).unwrap(), req);
-        let off = r#"{"version":1,"user":"a","verb":{"verb":"turn-off"}}"#;
+        let off = r#"{"version":1,"user":"a","verb":{"op":"turn-off"}}"#;
         assert_eq!(decode_request(off).unwrap().verb, Verb::TurnOff);
     }
 
     #[test]
     fn unknown_verbs_fields_and_versions_are_refused_by_name() {
-        let e = decode_request(r#"{"version":1,"user":"a","verb":{"verb":"stop"}}"#).unwrap_err();
+        let e = decode_request(r#"{"version":1,"user":"a","verb":{"op":"stop"}}"#).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
         assert!(e.message.contains("stop"), "{e}");
         let e =
-            decode_request(r#"{"version":1,"user":"a","verb":{"verb":"save"},"x":1}"#).unwrap_err();
+            decode_request(r#"{"version":1,"user":"a","verb":{"op":"save"},"x":1}"#).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
-        let e = decode_request(r#"{"version":2,"user":"a","verb":{"verb":"warp"}}"#).unwrap_err();
+        let e = decode_request(r#"{"version":2,"user":"a","verb":{"op":"warp"}}"#).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsupported);
         assert!(e.message.contains("version 2"), "{e}");
         let e = decode_request("not json").unwrap_err();

@@ -83,15 +83,13 @@ impl StartGuard<'_> {
             .take()
             .unwrap_or_else(|| "the worker failed while starting the VM".to_string());
         let mut back = p.previous.clone();
-        // A failed restore keeps the saved state, unless it was loaded (and so dropped) already.
-        let (image, meta) = saved::saved_files(&p.dir);
-        back.state = if self.args.restore && image.exists() && meta.exists() {
-            VmState::Saved
-        } else if p.previous.state.is_active() {
-            VmState::Off
-        } else {
-            p.previous.state
-        };
+        let (state, why) = rolled_back(
+            self.args.restore,
+            saved_state_exists(&p.dir),
+            p.previous.state,
+            why,
+        );
+        back.state = state;
         back.worker = None;
         back.qemu = None;
         back.restoring = false;
@@ -102,9 +100,44 @@ impl StartGuard<'_> {
     }
 }
 
+fn saved_state_exists(dir: &Path) -> bool {
+    let (image, meta) = saved::saved_files(dir);
+    image.exists() && meta.exists()
+}
+
+/// The state a failed start leaves, and why: a restore whose saved state is still there stays
+/// saved (nothing is lost, it can be tried again); one whose state was loaded (and so dropped)
+/// before the failure is off; a fresh start goes back to what the VM was (off or crashed).
+fn rolled_back(
+    restore: bool,
+    saved_state_left: bool,
+    previous: VmState,
+    why: String,
+) -> (VmState, String) {
+    match (restore, saved_state_left) {
+        (true, true) => (VmState::Saved, why),
+        (true, false) => (
+            VmState::Off,
+            format!("{why}; the saved state had been loaded and is gone: the VM is off"),
+        ),
+        (false, _) if previous.is_active() => (VmState::Off, why),
+        (false, _) => (previous, why),
+    }
+}
+
 /// Starts the VM; on failure everything done is undone (see [`StartGuard`]).
 pub(super) fn start(args: &WorkerArgs) -> Result<Started, HostError> {
-    let prepared = prepare(args)?;
+    let prepared = prepare(args).inspect_err(|e| {
+        // Nothing to undo yet; the failure is still the VM's to see.
+        if let Ok(home) = Home::new(&args.home) {
+            EventLog::new(&home.events()).log(
+                Code::VmStartFailed,
+                Some(&args.vm),
+                "system",
+                &e.message,
+            );
+        }
+    })?;
     let mut guard = StartGuard {
         args,
         prepared: &prepared,
@@ -333,5 +366,34 @@ fn launch(
                 format!("{}: {tail}", e.message),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_leaves_what_is_true() {
+        let why = || "QMP cont: QEMU did not answer".to_string();
+        assert_eq!(
+            rolled_back(true, true, VmState::Saved, why()).0,
+            VmState::Saved
+        );
+        let (state, message) = rolled_back(true, false, VmState::Saved, why());
+        assert_eq!(state, VmState::Off);
+        assert!(message.contains("loaded and is gone"), "{message}");
+        assert_eq!(
+            rolled_back(false, false, VmState::Crashed, why()).0,
+            VmState::Crashed
+        );
+        assert_eq!(
+            rolled_back(false, true, VmState::Off, why()).0,
+            VmState::Off
+        );
+        assert_eq!(
+            rolled_back(false, false, VmState::Starting, why()).0,
+            VmState::Off
+        );
     }
 }

@@ -414,6 +414,9 @@ fn a_failed_start_undoes_itself_and_a_failed_restore_keeps_the_saved_state() {
         "{vm}"
     );
     assert!(h.has_event("held", "vm-start-failed"));
+    // The worker's kind reaches the API.
+    let (code, v) = curl(&h, "POST", "/v1/vms/held/start", None);
+    assert_eq!((code, v["kind"].as_str()), (409, Some("conflict")), "{v}");
     drop(holder);
 
     // After QEMU: a saved state that does not load. QEMU is killed, the VM stays saved.
@@ -422,8 +425,15 @@ fn a_failed_start_undoes_itself_and_a_failed_restore_keeps_the_saved_state() {
     let image = h.home().join("vms/held/saved.state");
     let len = std::fs::metadata(&image).unwrap().len();
     std::fs::write(&image, vec![0x5a; usize::try_from(len).unwrap()]).unwrap();
-    let err = h.fails(&["vm", "start", "held"]);
-    assert!(err.contains("cannot restore the saved state"), "{err}");
+    let (code, v) = curl(&h, "POST", "/v1/vms/held/start", None);
+    assert_eq!((code, v["kind"].as_str()), (409, Some("refused")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot restore the saved state"),
+        "{v}"
+    );
     let vm = h.json(&["vm", "show", "held", "--json"]);
     assert_eq!(vm["state"], "saved", "{vm}");
     assert!(vm["pid"].is_null() && vm["qemu_pid"].is_null(), "{vm}");

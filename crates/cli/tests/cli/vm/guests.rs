@@ -208,6 +208,23 @@ fn save_then_start_continues_the_counter_and_pause_reset_work() {
         "{err}"
     );
     std::fs::write(&meta_path, meta).unwrap();
+    // The restore uses the saved state's machine type, whatever the VM's pin says now (`vm set`
+    // refuses while saved, so the pin is moved by hand): the next cold start uses the pin.
+    let newest = h.json(&["host", "info", "--json"])["default_machine"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let toml_path = h.home().join("vms/ctr/vm.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    assert!(toml.contains(&format!("machine = \"{older}\"")), "{toml}");
+    std::fs::write(
+        &toml_path,
+        toml.replace(
+            &format!("machine = \"{older}\""),
+            &format!("machine = \"{newest}\""),
+        ),
+    )
+    .unwrap();
 
     assert_eq!(
         h.json(&["vm", "start", "ctr", "--json"])["state"],
@@ -242,6 +259,9 @@ fn save_then_start_continues_the_counter_and_pause_reset_work() {
     assert!(h.has_event("ctr", "vm-reset"));
     assert_eq!(h.json(&["vm", "stop", "ctr", "--json"])["state"], "off");
     assert!(h.has_event("ctr", "vm-turned-off"));
+    h.ok(&["vm", "start", "ctr"]);
+    assert_eq!(qemu_machine(&h, "ctr"), newest, "a cold start uses the pin");
+    h.ok(&["vm", "stop", "ctr"]);
 }
 
 #[test]
