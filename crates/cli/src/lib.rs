@@ -87,9 +87,37 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The long-running processes and the console relay: they must live on (or say what
+    /// happened) when a peer closes a socket, which SIGPIPE's default action would not let them.
+    fn handles_closed_sockets(&self) -> bool {
+        match self {
+            Self::Serve { .. } | Self::Worker { .. } => true,
+            Self::Disk(cmd) => matches!(cmd, disk::DiskCommand::Serve { .. }),
+            Self::Vm(cmd) => matches!(**cmd, vm::VmCommand::Console { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// A closed pipe on stdout (`strata vm show x | head -3`) ends the command quietly, as it does
+/// other Unix tools, instead of a panic in `println!`: SIGPIPE gets its default action back
+/// (Rust ignores it at start). The processes this one starts are Rust programs too and ignore it
+/// again at their own start.
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in `main`, before this process starts any thread; SIG_DFL
+    // installs no handler, so no code of ours runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Runs the command line; errors are printed on stderr with a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.handles_closed_sockets() {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Disk(cmd) => disk::run(cmd),
         Command::Vm(cmd) => vm::run(*cmd),

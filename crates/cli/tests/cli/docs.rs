@@ -125,3 +125,27 @@ fn man_into_a_file_fails() {
     std::fs::write(&file, "").unwrap();
     assert!(fails(&["man", "--out", s(&file)]).contains("strata: error:"));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `strata disk inspect X | head -1`: the reader closes the pipe before the text is out.
+    let vhd = crate::interop("qemu-ext2-dynamic.vhd");
+    for args in [
+        &["disk", "inspect", s(&vhd)][..],
+        &["completions", "bash"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "strata {args:?}: {stderr}"
+        );
+    }
+}
