@@ -1,0 +1,10 @@
+//! # strata-net
+//!
+//! Strata's virtual networks. It knows nothing of QEMU or of a VM's lifecycle: the host service
+//! asks it for switches and their DHCP servers, and tells it when a NIC comes or goes.
+//!
+//! - [`dhcp`]: the built-in DHCP server of a switch: its pool (the first 16 addresses of the
+//!   subnet reserved, as Virtual Server did, unless a range is given), leases and reservations,
+//!   persisted, and the packet handling (dhcproto).
+
+pub mod dhcp;
