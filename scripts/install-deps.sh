@@ -6,7 +6,8 @@
 # - libvhdi-utils (vhdiinfo, vhdimount) and fuse3: the second VHD peer, the only one that reads
 #   differencing disks;
 # - libnbd-bin (nbdcopy, nbdinfo): NBD clients for the storage server tests;
-# - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks;
+# - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks; iproute2 (ip netns)
+#   and util-linux (nsenter, unshare): the network tests run in namespaces of their own;
 # - qemu-system-x86 (from bookworm-backports too: QEMU 10), linux-image-amd64, busybox-static and
 #   cpio: the real guests the tests boot (a stock Debian kernel and a busybox initramfs).
 # The backports suite is added (from the mirror the machine already uses) only when missing.
@@ -42,6 +43,6 @@ if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/
 else
   $SUDO apt-get install -y -qq --no-install-recommends qemu-utils qemu-system-x86 >/dev/null
 fi
-$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time >/dev/null
+$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time iproute2 util-linux >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static cpio >/dev/null
 qemu-img --version | head -n 1

@@ -24,4 +24,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/vms/{name}/{action}"),
     ("GET", "/v1/vms/{name}/console"),
     ("GET", "/v1/events"),
+    ("GET", "/v1/switches"),
+    ("POST", "/v1/switches"),
+    ("GET", "/v1/switches/{name}"),
+    ("DELETE", "/v1/switches/{name}"),
+    ("GET", "/v1/switches/{name}/leases"),
 ];

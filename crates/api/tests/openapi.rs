@@ -168,7 +168,7 @@ fn check_operations(spec: &Value) -> Vec<String> {
             continue;
         };
         let expected = match (method.as_str(), path.as_str()) {
-            ("POST", "/v1/vms") => "201",
+            ("POST", "/v1/vms" | "/v1/switches") => "201",
             ("DELETE", _) => "204",
             _ => "200",
         };
@@ -446,6 +446,7 @@ fn details() -> VmDetails {
         nics: vec![NicInfo {
             model: NicModel::E1000,
             mac: s("02:53:54:0a:0b:0c"),
+            switch: Some(s("lan")),
         }],
         com_ports: vec![com()],
         kernel: Some(kernel()),
@@ -480,6 +481,7 @@ fn cases() -> Vec<Case> {
         nics: vec![NicSpec {
             model: NicModel::E1000,
             mac: Some(s("02:53:54:0a:0b:0c")),
+            switch: Some(s("lan")),
         }],
         com_ports: vec![com()],
         kernel: Some(kernel()),
@@ -503,6 +505,7 @@ fn cases() -> Vec<Case> {
         nics: Some(vec![NicSpec {
             model: NicModel::Virtio,
             mac: None,
+            switch: None,
         }]),
         com_ports: Some(vec![com()]),
         accelerator: Some(Accelerator::Kvm),
@@ -560,6 +563,32 @@ fn cases() -> Vec<Case> {
     let report = StopVmsReport {
         results: vec![(s("web-1"), s("saved")), (s("db"), s("shut down"))],
     };
+    let port = SwitchPort {
+        vm: s("web-1"),
+        nic: 0,
+        mac: s("02:53:54:0a:0b:0c"),
+    };
+    let switch = SwitchInfo {
+        name: s("lan"),
+        kind: SwitchType::Internal,
+        id: s("0123456789abcdef0123456789abcdef"),
+        bridge: s("stb-0123456789"),
+        subnet: s("10.10.0.0/24"),
+        host_address: Some(s("10.10.0.1")),
+        dhcp: true,
+        dhcp_range: Some(s("10.10.0.16-10.10.0.254")),
+        dns: vec![s("10.10.0.1")],
+        lease_secs: 3600,
+        notes: String::new(),
+        ports: vec![port.clone()],
+    };
+    let lease = Lease {
+        mac: s("02:53:54:0a:0b:0c"),
+        ip: s("10.10.0.16"),
+        vm: Some(s("web-1")),
+        nic: Some(0),
+        expires: s("2026-12-03T10:00:00Z"),
+    };
     let error = ApiError {
         error: s("no VM named 'x'"),
         kind: ErrorKind::NotFound,
@@ -581,10 +610,12 @@ fn cases() -> Vec<Case> {
             &NicSpec {
                 model: NicModel::E1000,
                 mac: Some(s("02:53:54:00:00:01")),
+                switch: Some(s("lan")),
             },
             &NicSpec {
                 model: NicModel::default(),
                 mac: None,
+                switch: None,
             },
         ),
         case(&com(), &com()),
@@ -611,10 +642,12 @@ fn cases() -> Vec<Case> {
             &NicInfo {
                 model: NicModel::Virtio,
                 mac: s("02:53:54:00:00:01"),
+                switch: Some(s("lan")),
             },
             &NicInfo {
                 model: NicModel::E1000,
                 mac: s("02:53:54:00:00:02"),
+                switch: None,
             },
         ),
         case(&details(), &minimal_details),
@@ -654,6 +687,47 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(&report, &StopVmsReport { results: vec![] }),
+        case(
+            &CreateSwitch {
+                name: s("lan"),
+                kind: SwitchType::Internal,
+                subnet: s("10.10.0.0/24"),
+                host_address: Some(s("10.10.0.1")),
+                dhcp: false,
+                dhcp_range: Some(s("10.10.0.100-10.10.0.200")),
+                dns: vec![s("10.10.0.1")],
+                lease_secs: 600,
+                notes: s("office"),
+            },
+            &CreateSwitch {
+                name: s("lan"),
+                kind: SwitchType::Private,
+                subnet: s("10.20.0.0/24"),
+                host_address: None,
+                dhcp: true,
+                dhcp_range: None,
+                dns: vec![],
+                lease_secs: 3600,
+                notes: String::new(),
+            },
+        ),
+        case(&port, &port),
+        case(
+            &switch,
+            &SwitchInfo {
+                host_address: None,
+                dhcp_range: None,
+                ..switch.clone()
+            },
+        ),
+        case(
+            &lease,
+            &Lease {
+                vm: None,
+                nic: None,
+                ..lease.clone()
+            },
+        ),
         case(&error, &error),
     ]
 }
@@ -796,6 +870,7 @@ fn enums() -> Vec<(&'static str, Vec<Value>)> {
         variants!(StartAction: Never, Always, IfRunning),
         variants!(StopAction: Save, Shutdown, TurnOff),
         variants!(ComKind: File, Socket),
+        variants!(SwitchType: Internal, Private),
         variants!(
             ErrorKind: NotFound,
             Invalid,

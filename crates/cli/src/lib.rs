@@ -11,6 +11,7 @@ mod plug;
 mod progress;
 mod serve;
 mod size;
+mod switch;
 mod vm;
 mod vm_text;
 
@@ -47,6 +48,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Virtual switches: create, list, show, delete, leases.
+    #[command(subcommand)]
+    Switch(switch::SwitchCommand),
     /// The host: what it offers; apply the VMs' automatic stop actions (host shutdown).
     #[command(subcommand)]
     Host(vm::HostCommand),
@@ -123,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Vm(cmd) => vm::run(*cmd),
         Command::Events { vm, since, json } => vm::events(vm, since, json),
         Command::Host(cmd) => vm::host(cmd),
+        Command::Switch(cmd) => switch::run(cmd),
         Command::Serve { home, socket, tcp } => serve_host(home, socket, tcp),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(&out),

@@ -103,7 +103,8 @@ pub struct Settings {
     /// An ISO image in the CD/DVD drive ("" empties it)
     #[arg(long)]
     cdrom: Option<String>,
-    /// A network adapter: virtio or e1000, optionally =MAC; repeat for more
+    /// A network adapter: virtio or e1000, optionally :SWITCH (else the user-mode network) and
+    /// =MAC; repeat for more
     #[arg(long = "nic")]
     nics: Vec<String>,
     /// Kernel for direct kernel boot ("" removes direct kernel boot)
@@ -195,15 +196,21 @@ fn disk_spec(d: &str) -> Result<DiskSpec> {
     })
 }
 
-/// A `--nic MODEL[=MAC]`.
+/// A `--nic MODEL[:SWITCH][=MAC]`.
 fn nic_spec(n: &str) -> Result<NicSpec> {
     let (model, mac) = match n.split_once('=') {
         Some((m, mac)) => (m, Some(mac.to_string())),
         None => (n, None),
     };
+    let (model, switch) = match model.split_once(':') {
+        Some((m, s)) if !s.is_empty() => (m, Some(s.to_string())),
+        Some((_, _)) => bail!("NIC '{n}': the switch's name is empty"),
+        None => (model, None),
+    };
     Ok(NicSpec {
         model: enum_value::<NicModel>("network adapter model", model)?,
         mac,
+        switch,
     })
 }
 

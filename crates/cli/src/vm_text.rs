@@ -54,7 +54,13 @@ pub fn show(v: &VmDetails) {
         println!("CD/DVD:        {c}");
     }
     for (i, n) in v.nics.iter().enumerate() {
-        println!("NIC {i}:         {:?}, MAC {}", n.model, n.mac);
+        match &n.switch {
+            Some(s) => println!("NIC {i}:         {:?}, MAC {}, switch {s}", n.model, n.mac),
+            None => println!(
+                "NIC {i}:         {:?}, MAC {}, user-mode network",
+                n.model, n.mac
+            ),
+        }
     }
     for c in &v.com_ports {
         println!("COM{}:          {:?} {}", c.port, c.kind, c.path);

@@ -57,6 +57,14 @@ pub enum Code {
     VmAutomaticAction,
     /// A request on a VM was refused or failed (the reason is the message).
     VmRequestFailed,
+    /// A virtual switch was created.
+    SwitchCreated,
+    /// A virtual switch was deleted.
+    SwitchDeleted,
+    /// A switch's bridge was made again (after a host reboot) or could not be.
+    SwitchRestored,
+    /// A DHCP lease was released (its VM or NIC was deleted).
+    LeaseReleased,
 }
 
 impl Code {
@@ -86,6 +94,10 @@ impl Code {
             Self::VmReconciled => (351, "vm-reconciled", "warning"),
             Self::VmAutomaticAction => (360, "vm-automatic-action", "info"),
             Self::VmRequestFailed => (370, "vm-request-failed", "warning"),
+            Self::SwitchCreated => (400, "switch-created", "info"),
+            Self::SwitchDeleted => (401, "switch-deleted", "info"),
+            Self::SwitchRestored => (402, "switch-restored", "info"),
+            Self::LeaseReleased => (410, "lease-released", "info"),
         }
     }
 }

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
-use strata_api::{ApiError, CreateVm, DeleteQuery, EventQuery, SetVm, ShutdownRequest};
+use strata_api::{
+    ApiError, CreateSwitch, CreateVm, DeleteQuery, EventQuery, SetVm, ShutdownRequest,
+};
 
 use crate::error::{ErrorKind, HostError};
 use crate::service::{Command, Reply, Service};
@@ -109,6 +111,7 @@ async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> 
         Reply::Vm(vm) => Json(vm).into_response(),
         Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         Reply::Stopped(report) => Json(report).into_response(),
+        Reply::Switch(sw) => (StatusCode::CREATED, Json(sw)).into_response(),
     })
 }
 
@@ -208,6 +211,34 @@ async fn events(
     Ok(Json(list).into_response())
 }
 
+async fn switches(State(s): Svc) -> Result<Response> {
+    Ok(Json(blocking(move || Ok(s.switches())).await?).into_response())
+}
+
+async fn create_switch(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    body: std::result::Result<Json<CreateSwitch>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::CreateSwitch(body?.0), p.0).await
+}
+
+async fn switch(State(s): Svc, Path(name): Path<String>) -> Result<Response> {
+    Ok(Json(blocking(move || s.switch(&name)).await?).into_response())
+}
+
+async fn delete_switch(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    run(s, Command::DeleteSwitch(name), p.0).await
+}
+
+async fn leases(State(s): Svc, Path(name): Path<String>) -> Result<Response> {
+    Ok(Json(blocking(move || s.leases(&name)).await?).into_response())
+}
+
 async fn fallback() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
@@ -227,6 +258,9 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/vms/{name}/{action}", post(action))
         .route("/v1/vms/{name}/console", get(console))
         .route("/v1/events", get(events))
+        .route("/v1/switches", get(switches).post(create_switch))
+        .route("/v1/switches/{name}", get(switch).delete(delete_switch))
+        .route("/v1/switches/{name}/leases", get(leases))
         .fallback(fallback)
         .with_state(service)
 }

@@ -20,6 +20,7 @@ pub mod qmp;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod switch_store;
 pub mod worker;
 
 use std::ffi::OsString;
@@ -62,6 +63,7 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
         .unwrap_or_else(|| service.home().api_socket());
     let unix = bind_unix(&socket)?;
     service.reconcile_all();
+    service.restore_switches();
     let info = service.host_info();
     let accel = match &info.kvm_problem {
         None => "KVM".to_string(),

@@ -59,6 +59,8 @@ pub struct Launch<'a> {
     pub machine: &'a str,
     /// Wait for `migrate-incoming` (a restore).
     pub incoming: bool,
+    /// The VM's id (its NICs' taps are named after it).
+    pub vm_id: &'a str,
 }
 
 /// QEMU's arguments for `vm` (without the binary). QEMU starts paused (`-S`); with
@@ -68,7 +70,7 @@ pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String
     a.extend(boot_order(vm));
     a.extend(com_ports(vm, sockets));
     a.extend(disks(vm, sockets));
-    a.extend(nics(vm));
+    a.extend(nics(vm, launch.vm_id));
     a.extend(kernel(vm));
     if launch.incoming {
         a.extend(strings(&["-incoming", "defer"]));
@@ -202,8 +204,10 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
     a
 }
 
-/// Network adapters: QEMU's user-mode network, restricted to the host, until switches exist.
-fn nics(vm: &CreateVm) -> Vec<String> {
+/// Network adapters: on a switch, a tap QEMU creates (named after the VM's id; the worker puts
+/// it on the switch's bridge before the guest runs, and it goes when QEMU ends); otherwise QEMU's
+/// user-mode network, restricted to the host.
+fn nics(vm: &CreateVm, vm_id: &str) -> Vec<String> {
     let mut a = Vec::new();
     for (i, n) in vm.nics.iter().enumerate() {
         let model = match n.model {
@@ -211,7 +215,13 @@ fn nics(vm: &CreateVm) -> Vec<String> {
             NicModel::E1000 => "e1000",
         };
         let mac = n.mac.as_deref().unwrap_or_default();
-        let netdev = format!("user,id=net{i},restrict=on");
+        let netdev = match n.switch {
+            Some(_) => format!(
+                "tap,id=net{i},ifname={},script=no,downscript=no",
+                strata_net::link::tap_name(vm_id, i)
+            ),
+            None => format!("user,id=net{i},restrict=on"),
+        };
         let device = format!("{model},netdev=net{i},mac={mac},id=nic{i}");
         a.extend(strings(&["-netdev", &netdev, "-device", &device]));
     }
@@ -261,10 +271,18 @@ mod tests {
             },
         ];
         vm.cdrom = Some("/iso/x.iso".into());
-        vm.nics = vec![NicSpec {
-            model: NicModel::E1000,
-            mac: Some("02:53:54:00:00:01".into()),
-        }];
+        vm.nics = vec![
+            NicSpec {
+                model: NicModel::E1000,
+                mac: Some("02:53:54:00:00:01".into()),
+                switch: None,
+            },
+            NicSpec {
+                model: NicModel::Virtio,
+                mac: Some("02:53:54:00:00:02".into()),
+                switch: Some("lan".into()),
+            },
+        ];
         vm.com_ports = vec![ComPort {
             port: 2,
             kind: ComKind::File,
@@ -290,6 +308,7 @@ mod tests {
             accel: Accelerator::Tcg,
             machine,
             incoming,
+            vm_id: "0123456789abcdef0123456789abcdef",
         }
     }
 
@@ -318,6 +337,7 @@ mod tests {
                 "ide-hd,drive=disk2,bus=ide.0,unit=1,id=hd2",
                 "ide-cd,drive=cd0,bus=ide.1,unit=0,id=cd0",
                 "e1000,netdev=net0,mac=02:53:54:00:00:01,id=nic0",
+                "virtio-net-pci,netdev=net1,mac=02:53:54:00:00:02,id=nic1",
             ]
         );
         let blockdevs = after(&a, "-blockdev");
@@ -332,6 +352,12 @@ mod tests {
         assert_eq!(after(&a, "-boot"), ["order=cdn"]);
         assert_eq!(after(&a, "-append"), ["console=ttyS0"]);
         assert_eq!(after(&a, "-initrd"), ["/i"]);
-        assert_eq!(after(&a, "-netdev"), ["user,id=net0,restrict=on"]);
+        assert_eq!(
+            after(&a, "-netdev"),
+            [
+                "user,id=net0,restrict=on",
+                "tap,id=net1,ifname=stt-01234567-1,script=no,downscript=no",
+            ]
+        );
     }
 }

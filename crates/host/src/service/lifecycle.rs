@@ -112,6 +112,7 @@ impl Service {
             changed.push("machine type");
         }
         if let Some(nics) = set.nics {
+            self.check_nic_switches(&nics)?;
             c.vm.nics = self.assign_macs(name, &c.vm.nics, nics)?;
             changed.push("network adapters");
         }

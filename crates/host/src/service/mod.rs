@@ -3,7 +3,9 @@
 //! VM's lock. Reads reconcile each VM's recorded status with what really runs, so no VM stays in a
 //! transitional state after its worker died.
 
+mod dhcp;
 mod lifecycle;
+mod switches;
 mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -12,8 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use strata_api::{
-    Accelerator, CreateVm, DiskInfo, Event, HostInfo, NicInfo, SetVm, StopVmsReport, VmDetails,
-    VmState, VmSummary,
+    Accelerator, CreateSwitch, CreateVm, DiskInfo, Event, HostInfo, NicInfo, SetVm, StopVmsReport,
+    SwitchInfo, VmDetails, VmState, VmSummary,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -23,6 +25,7 @@ use crate::status::{self, Status};
 use crate::store::{Home, VmConfig, SCHEMA};
 use crate::worker::Verb;
 
+pub(crate) use switches::net_error;
 pub use validate::{MAX_SECS, MEMORY_MIB};
 
 /// What is true of a VM recorded as active once its worker is found dead: saved when a complete
@@ -80,6 +83,10 @@ pub enum Command {
     DiscardSaved(String),
     /// The host is shutting down: apply each running VM's automatic stop action.
     StopVms,
+    /// Create a virtual switch.
+    CreateSwitch(CreateSwitch),
+    /// Delete a virtual switch (refused while NICs use it).
+    DeleteSwitch(String),
 }
 
 impl Command {
@@ -98,6 +105,8 @@ impl Command {
             Self::Save(_) => "Save",
             Self::DiscardSaved(_) => "DiscardSaved",
             Self::StopVms => "StopVms",
+            Self::CreateSwitch(_) => "CreateSwitch",
+            Self::DeleteSwitch(_) => "DeleteSwitch",
         }
     }
 
@@ -115,7 +124,7 @@ impl Command {
             | Self::Resume(n)
             | Self::Save(n)
             | Self::DiscardSaved(n) => Some(n),
-            Self::StopVms => None,
+            Self::StopVms | Self::CreateSwitch(_) | Self::DeleteSwitch(_) => None,
         }
     }
 }
@@ -129,6 +138,8 @@ pub enum Reply {
     Deleted,
     /// `StopVms`' report.
     Stopped(StopVmsReport),
+    /// The switch created.
+    Switch(Box<SwitchInfo>),
 }
 
 /// The host service.
@@ -235,6 +246,11 @@ impl Service {
                 .and_then(|()| vm(&name)),
             Command::DiscardSaved(name) => self.discard_saved(&name, user).and_then(|()| vm(&name)),
             Command::StopVms => Ok(Reply::Stopped(self.stop_vms(user))),
+            Command::CreateSwitch(spec) => self
+                .create_switch(spec, user)
+                .and_then(|n| self.switch(&n))
+                .map(|s| Reply::Switch(Box::new(s))),
+            Command::DeleteSwitch(name) => self.delete_switch(&name, user).map(|()| Reply::Deleted),
         }
     }
 
@@ -391,6 +407,7 @@ impl Service {
                 .map(|n| NicInfo {
                     model: n.model,
                     mac: n.mac.clone().unwrap_or_default(),
+                    switch: n.switch.clone(),
                 })
                 .collect(),
             console_socket: (active && vm.com_ports.iter().all(|p| p.port != 1))
@@ -499,6 +516,7 @@ impl Service {
             self.qemu
                 .resolve_machine(spec.machine.as_deref().unwrap_or("pc"))?,
         );
+        self.check_nic_switches(&spec.nics)?;
         validate::config(&spec, &others)?;
         let config = VmConfig {
             schema: SCHEMA,

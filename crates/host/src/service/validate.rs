@@ -24,6 +24,11 @@ fn invalid(msg: String) -> HostError {
 
 /// Whether `name` is a valid VM name.
 pub fn name(name: &str) -> Result<(), HostError> {
+    object_name("VM", name)
+}
+
+/// Whether `name` is a valid name for a `what` (a VM, a switch).
+pub fn object_name(what: &str, name: &str) -> Result<(), HostError> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -33,7 +38,7 @@ pub fn name(name: &str) -> Result<(), HostError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "invalid VM name '{name}': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+            "invalid {what} name '{name}': use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
         )))
     }
 }
@@ -232,6 +237,7 @@ mod tests {
         vm.nics = vec![NicSpec {
             model: strata_api::NicModel::Virtio,
             mac: Some(mac.to_string()),
+            switch: None,
         }];
         vm.disks = disk
             .map(|d| DiskSpec {
@@ -307,6 +313,7 @@ mod tests {
             NicSpec {
                 model: strata_api::NicModel::E1000,
                 mac: Some("02:53:54:00:00:01".into()),
+                switch: None,
             };
             2
         ];

@@ -228,6 +228,7 @@ fn launch_vm(
         accel: args.accel,
         machine: &p.machine,
         incoming: args.restore,
+        vm_id: &p.config.id,
     };
     let (child, qmp) = self::launch(&p.config, &p.dir, &sockets, &launch)?;
     let qemu_pid = child.id();
@@ -252,6 +253,7 @@ fn launch_vm(
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;
     }
+    connect_nics(&p.home, &p.config)?;
     if args.restore {
         restore(&shared)?;
     }
@@ -261,6 +263,22 @@ fn launch_vm(
     control::serve(listener, shared.clone());
     shared.set_state(VmState::Running);
     Ok((shared, disks))
+}
+
+/// Puts each NIC's tap (made by QEMU) on its switch's bridge, before the guest runs.
+fn connect_nics(home: &Home, config: &VmConfig) -> Result<(), HostError> {
+    for (i, n) in config.vm.nics.iter().enumerate() {
+        let Some(switch) = &n.switch else {
+            continue;
+        };
+        let sw = home.load_switch(switch)?;
+        let bridge = strata_net::link::bridge_name(&sw.id);
+        let tap = strata_net::link::tap_name(&config.id, i);
+        strata_net::link::attach(&tap, &bridge).map_err(|e| {
+            crate::service::net_error(e).context(format_args!("NIC {i} on switch '{switch}'"))
+        })?;
+    }
+    Ok(())
 }
 
 /// Relays COM1 to the console socket and its log.

@@ -4,6 +4,7 @@
 
 mod api;
 mod guests;
+mod net;
 mod service;
 
 use std::path::Path;
@@ -18,6 +19,8 @@ pub struct Host {
     pub dir: tempfile::TempDir,
     service: Option<Child>,
     env: Vec<(String, String)>,
+    /// The network namespace the service (and so its VMs, bridges and taps) runs in.
+    pub netns: Option<String>,
 }
 
 impl Host {
@@ -39,9 +42,59 @@ impl Host {
             dir,
             service: None,
             env,
+            netns: None,
         };
         h.start_service();
         h
+    }
+
+    /// A host whose service runs in a network namespace of its own (made here, deleted on drop
+    /// with every bridge and tap in it): network tests never touch the host's own network.
+    pub fn in_netns() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ns = format!("strata-t{}-{n}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {ns}");
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let dir = tempfile::Builder::new()
+            .prefix("sh")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut h = Self {
+            dir,
+            service: None,
+            env: Vec::new(),
+            netns: Some(ns),
+        };
+        h.start_service();
+        h
+    }
+
+    /// Runs `args` inside the host's network namespace; returns (success, stdout + stderr).
+    pub fn in_ns(&self, args: &[&str]) -> (bool, String) {
+        let ns = self
+            .netns
+            .as_deref()
+            .expect("a host in a network namespace");
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     pub fn home(&self) -> &Path {
@@ -54,7 +107,15 @@ impl Host {
             .append(true)
             .open(self.home().join("serve.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_strata")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_strata")),
+        };
+        let child = cmd
             .arg("serve")
             .env("STRATA_HOME", self.home())
             .env("STRATA_ACCEL", "tcg")
@@ -173,6 +234,12 @@ impl Host {
         self.events(vm).iter().any(|e| e["name"] == name)
     }
 
+    /// Whether the event log has an event called `name` (any VM or none).
+    pub fn has_event_named(&self, name: &str) -> bool {
+        let all: Value = self.json(&["events", "--json"]);
+        all.as_array().unwrap().iter().any(|e| e["name"] == name)
+    }
+
     /// The service's and the workers' logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = format!(
@@ -221,6 +288,9 @@ impl Drop for Host {
         if let Some(mut c) = self.service.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
 }
