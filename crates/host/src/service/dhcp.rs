@@ -1,25 +1,168 @@
 //! The DHCP servers of the switches that enable them: one thread per switch, in the host
-//! service (which owns the host's state; clients retry across a service restart).
+//! service (which owns the host's state; clients retry across a service restart). Leases live in
+//! `switches/NAME.leases.json` and survive restarts; a VM's leases are released the moment it is
+//! deleted, so no lease outlives its VM.
 
-use super::switches::Plan;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use strata_api::Lease;
+use strata_net::dhcp::{self, AddressRange, Config, LeaseEvent, Mac, Server};
+
+use super::switches::{dhcp_range, net_error, Plan};
 use super::Service;
 use crate::error::HostError;
+use crate::events::Code;
 use crate::switch_store::SwitchConfig;
 
+/// A running DHCP server.
+pub(super) struct Running {
+    server: Arc<Mutex<Server>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running servers, by switch name.
+pub(super) type Servers = Mutex<HashMap<String, Running>>;
+
+/// The server's settings from the switch's.
+fn server_config(c: &SwitchConfig, plan: &Plan) -> Result<Config, HostError> {
+    let s = &c.switch;
+    let mut cfg = Config::new(plan.subnet, plan.host.unwrap_or_else(|| plan.subnet.nth(1)));
+    if let Some(r) = &s.dhcp_range {
+        let (first, last) = dhcp_range(r, &plan.subnet)?;
+        cfg.range = Some(AddressRange { first, last });
+    }
+    cfg.gateway = plan.host;
+    cfg.dns = s
+        .dns
+        .iter()
+        .filter_map(|d| d.parse::<Ipv4Addr>().ok())
+        .collect();
+    cfg.lease_secs = s.lease_secs;
+    cfg.validate().map_err(net_error)?;
+    Ok(cfg)
+}
+
 impl Service {
-    /// Starts switch `config`'s DHCP server, if it has one.
-    pub(super) fn start_dhcp(&self, _config: &SwitchConfig, _plan: &Plan) -> Result<(), HostError> {
+    /// Starts switch `config`'s DHCP server, if it has one: the socket is bound here, so a
+    /// failure fails the caller (nothing runs half-started).
+    pub(super) fn start_dhcp(&self, config: &SwitchConfig, plan: &Plan) -> Result<(), HostError> {
+        let name = config.switch.name.clone();
+        self.stop_dhcp(&name);
+        if !config.switch.dhcp {
+            return Ok(());
+        }
+        let cfg = server_config(config, plan)?;
+        let mut server = Server::open(cfg, &self.home.leases_file(&name), SystemTime::now())
+            .map_err(net_error)?;
+        for p in self.ports_of(&name) {
+            if let Ok(mac) = p.mac.parse::<Mac>() {
+                server.set_owner(mac, Some(&format!("{}/nic{}", p.vm, p.nic)));
+            }
+        }
+        let bridge = strata_net::link::bridge_name(&config.id);
+        let socket = dhcp::bind(&bridge).map_err(net_error)?;
+        let server = Arc::new(Mutex::new(server));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st, events) = (server.clone(), stop.clone(), self.events.clone());
+        let thread = std::thread::spawn(move || {
+            let log = |e: LeaseEvent| {
+                if let LeaseEvent::SaveFailed(err) = e {
+                    events.log(
+                        Code::SwitchRestored,
+                        None,
+                        "system",
+                        &format!("DHCP: {err}"),
+                    );
+                }
+            };
+            if let Err(e) = Server::serve(&s, &socket, &st, log) {
+                eprintln!("strata serve: DHCP on switch '{name}': {e}");
+            }
+        });
+        self.dhcp.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            config.switch.name.clone(),
+            Running {
+                server,
+                stop,
+                thread: Some(thread),
+            },
+        );
         Ok(())
     }
 
     /// Stops switch `name`'s DHCP server, if it runs.
-    pub(super) fn stop_dhcp(&self, _name: &str) {}
-}
+    pub(super) fn stop_dhcp(&self, name: &str) {
+        let running = self
+            .dhcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(mut r) = running {
+            r.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
 
-impl Service {
-    /// Switch `name`'s DHCP leases.
-    pub fn leases(&self, name: &str) -> Result<Vec<strata_api::Lease>, HostError> {
+    /// Switch `name`'s DHCP leases, with the VM and NIC of each MAC.
+    pub fn leases(&self, name: &str) -> Result<Vec<Lease>, HostError> {
         self.home.load_switch(name)?;
-        Ok(Vec::new())
+        let ports = self.ports_of(name);
+        let servers = self.dhcp.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = servers.get(name) else {
+            return Ok(Vec::new());
+        };
+        let list = r
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .leases(SystemTime::now());
+        Ok(list
+            .into_iter()
+            .map(|l| {
+                let mac = l.mac.to_string();
+                let port = ports.iter().find(|p| p.mac == mac);
+                Lease {
+                    ip: l.ip.to_string(),
+                    vm: port.map(|p| p.vm.clone()),
+                    nic: port.map(|p| p.nic),
+                    expires: l.expires,
+                    mac,
+                }
+            })
+            .collect())
+    }
+
+    /// Releases the leases of `nics` (a VM being deleted) at once.
+    pub(super) fn release_leases(&self, vm: &str, nics: &[strata_api::NicSpec], user: &str) {
+        let servers = self.dhcp.lock().unwrap_or_else(|p| p.into_inner());
+        for n in nics {
+            let (Some(switch), Some(mac)) = (&n.switch, &n.mac) else {
+                continue;
+            };
+            let (Some(r), Ok(mac)) = (servers.get(switch), mac.parse::<Mac>()) else {
+                continue;
+            };
+            let released = r
+                .server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release_mac(mac);
+            if let Some(ip) = released {
+                self.events.log(
+                    Code::LeaseReleased,
+                    Some(vm),
+                    user,
+                    &format!("switch '{switch}': lease of {ip} ({mac}) released"),
+                );
+            }
+        }
     }
 }

@@ -182,6 +182,7 @@ impl Service {
         }
         let dir = self.home.vm_dir(name);
         std::fs::remove_dir_all(&dir).map_err(|e| HostError::io(&dir, "delete", e))?;
+        self.release_leases(name, &c.vm.nics, user);
         let _ = std::fs::remove_dir_all(self.home.run_dir(&c.id));
         let kept = if delete_disks {
             format!("disks deleted: {}", removed.join(", "))

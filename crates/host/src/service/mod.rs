@@ -151,6 +151,7 @@ pub struct Service {
     worker: Vec<OsString>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     define: Mutex<()>,
+    dhcp: dhcp::Servers,
 }
 
 impl Service {
@@ -172,6 +173,7 @@ impl Service {
             worker,
             locks: Mutex::default(),
             define: Mutex::default(),
+            dhcp: Mutex::default(),
         })
     }
 

@@ -164,7 +164,7 @@ impl Service {
     pub(super) fn delete_switch(&self, name: &str, user: &str) -> Result<(), HostError> {
         let _g = self.define.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.home.load_switch(name)?;
-        let ports = self.ports(name);
+        let ports = self.ports_of(name);
         if !ports.is_empty() {
             let users: Vec<String> = ports
                 .iter()
@@ -189,7 +189,7 @@ impl Service {
     }
 
     /// The NICs connected to switch `name`.
-    fn ports(&self, name: &str) -> Vec<SwitchPort> {
+    pub(super) fn ports_of(&self, name: &str) -> Vec<SwitchPort> {
         self.home
             .names()
             .iter()
@@ -234,7 +234,7 @@ impl Service {
             dns: s.dns,
             lease_secs: s.lease_secs,
             notes: s.notes,
-            ports: self.ports(&s.name),
+            ports: self.ports_of(&s.name),
             name: s.name,
         })
     }

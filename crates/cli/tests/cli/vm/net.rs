@@ -163,3 +163,77 @@ fn bad_switches_are_refused_and_leave_nothing() {
     let err = h.fails(&["switch", "delete", "nowhere"]);
     assert!(err.contains("no switch named 'nowhere'"), "{err}");
 }
+
+/// A guest that asks Strata's DHCP server for an address (busybox udhcpc) and prints the lease.
+fn dhcp_guest(h: &Host, name: &str) -> Guest {
+    let script = r#"i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+echo '#!/bin/sh' > /lease.sh
+echo 'if [ "$1" = bound ]; then ip addr add $ip/$mask dev $interface; echo "LEASE $ip/$mask router=$router dns=$dns"; fi' >> /lease.sh
+chmod +x /lease.sh
+ip link set eth0 up
+udhcpc -i eth0 -s /lease.sh -t 20 -T 2 -n -q || echo DHCP-FAILED
+while true; do sleep 1; done
+"#;
+    guest(h.home(), name, &["virtio_pci", "virtio_net"], script)
+}
+
+#[test]
+fn guests_get_leases_in_order_and_a_deleted_vm_frees_its_lease() {
+    let h = Host::in_netns();
+    h.ok(&[
+        "switch",
+        "create",
+        "office",
+        "--type",
+        "internal",
+        "--subnet",
+        "10.78.0.0/24",
+        "--dns",
+        "10.78.0.1",
+    ]);
+    let a = dhcp_guest(&h, "a");
+    vm_create(&h, "a", &a, &["--nic", "virtio:office"]);
+    vm_create(&h, "b", &a, &["--nic", "virtio:office"]);
+    h.ok(&["vm", "start", "a"]);
+    h.wait_console("a", "LEASE", T);
+    assert!(
+        h.console("a")
+            .contains("LEASE 10.78.0.16/24 router=10.78.0.1 dns=10.78.0.1"),
+        "{}",
+        h.console("a")
+    );
+    h.ok(&["vm", "start", "b"]);
+    h.wait_console("b", "LEASE", T);
+    assert!(
+        h.console("b").contains("LEASE 10.78.0.17/24"),
+        "{}",
+        h.console("b")
+    );
+    // The host reaches the guest at the address the leases report.
+    let leases = h.json(&["switch", "leases", "office", "--json"]);
+    let list = leases.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{leases}");
+    let b_mac = h.json(&["vm", "show", "b", "--json"])["nics"][0]["mac"].clone();
+    let b_lease = list.iter().find(|l| l["mac"] == b_mac).unwrap();
+    assert_eq!(
+        (b_lease["vm"].as_str(), b_lease["nic"].as_u64()),
+        (Some("b"), Some(0))
+    );
+    let ip = b_lease["ip"].as_str().unwrap();
+    let (ok, out) = h.in_ns(&["busybox", "ping", "-c", "2", "-W", "5", ip]);
+    assert!(ok, "{out}");
+    // Deleting a VM frees its lease at once.
+    h.ok(&["vm", "stop", "b"]);
+    h.ok(&["vm", "delete", "b"]);
+    assert!(h.has_event("b", "lease-released"));
+    let leases = h.json(&["switch", "leases", "office", "--json"]);
+    assert_eq!(leases.as_array().unwrap().len(), 1, "{leases}");
+    // Leases survive a service restart.
+    let mut h = h;
+    h.stop_service();
+    h.start_service();
+    let leases = h.json(&["switch", "leases", "office", "--json"]);
+    assert_eq!(leases[0]["ip"], "10.78.0.16", "{leases}");
+    h.ok(&["vm", "stop", "a"]);
+}
