@@ -86,70 +86,50 @@ fn guests_on_an_internal_switch_reach_each_other_and_the_host() {
     assert!(h.has_event_named("switch-created") && h.has_event_named("switch-deleted"));
 }
 
+/// `strata switch create NAME --type KIND --subnet SUBNET EXTRA…`.
+fn create_args<'a>(
+    name: &'a str,
+    kind: &'a str,
+    subnet: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec!["switch", "create", name, "--type", kind, "--subnet", subnet];
+    a.extend_from_slice(extra);
+    a
+}
+
 #[test]
 fn bad_switches_are_refused_and_leave_nothing() {
     let h = Host::in_netns();
-    h.ok(&[
-        "switch",
-        "create",
-        "a",
-        "--type",
-        "private",
-        "--subnet",
-        "10.60.0.0/16",
-    ]);
-    let err = h.fails(&[
-        "switch",
-        "create",
-        "b",
-        "--type",
-        "internal",
-        "--subnet",
-        "10.60.3.0/24",
-    ]);
-    assert!(err.contains("overlaps switch 'a'"), "{err}");
-    let err = h.fails(&[
-        "switch",
-        "create",
-        "a",
-        "--type",
-        "private",
-        "--subnet",
-        "10.61.0.0/24",
-    ]);
-    assert!(err.contains("already exists"), "{err}");
-    let err = h.fails(&[
-        "switch",
-        "create",
-        "c",
-        "--type",
-        "private",
-        "--subnet",
-        "10.62.0.1/24",
-    ]);
-    assert!(err.contains("private"), "{err}");
-    let err = h.fails(&[
-        "switch",
-        "create",
-        "c",
-        "--type",
-        "internal",
-        "--subnet",
-        "10.62.0.0/24",
-        "--dhcp-range",
-        "10.62.0.200-10.62.1.10",
-    ]);
-    assert!(err.contains("outside the subnet"), "{err}");
-    let err = h.fails(&[
-        "switch",
-        "create",
-        "c",
-        "--type",
-        "external",
-        "--subnet",
-        "10.62.0.0/24",
-    ]);
-    assert!(err.contains("external"), "{err}");
+    h.ok(&create_args("a", "private", "10.60.0.0/16", &[]));
+    let refused = [
+        (
+            create_args("b", "internal", "10.60.3.0/24", &[]),
+            "overlaps switch 'a'",
+        ),
+        (
+            create_args("a", "private", "10.61.0.0/24", &[]),
+            "already exists",
+        ),
+        (create_args("c", "private", "10.62.0.1/24", &[]), "private"),
+        (
+            create_args(
+                "c",
+                "internal",
+                "10.62.0.0/24",
+                &["--dhcp-range", "10.62.0.200-10.62.1.10"],
+            ),
+            "outside the subnet",
+        ),
+        (
+            create_args("c", "external", "10.62.0.0/24", &[]),
+            "external",
+        ),
+    ];
+    for (args, words) in refused {
+        let err = h.fails(&args);
+        assert!(err.contains(words), "{args:?}: {err}");
+    }
     let err = h.fails(&["vm", "create", "x", "--nic", "virtio:nowhere"]);
     assert!(err.contains("no switch named 'nowhere'"), "{err}");
     // Only switch a's bridge exists; no file of a refused switch was left.
