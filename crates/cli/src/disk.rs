@@ -9,6 +9,7 @@ use strata_vhd::ops::{check, compact, convert, inspect, merge, resize, set_paren
 use strata_vhd::NewDisk;
 
 use crate::plug;
+use crate::print_json;
 use crate::progress::Bar;
 use crate::size::parse_size;
 
@@ -181,11 +182,6 @@ fn dynamic(block_size: Option<u64>) -> Result<NewDisk> {
         bail!("block size {bs} is too large (at most 256M)")
     };
     Ok(NewDisk::Dynamic { block_size })
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }
 
 /// Runs one `strata disk` command.

@@ -116,6 +116,12 @@ fn quiet_on_closed_pipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// Prints `value` as pretty JSON on stdout (every `--json`).
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 /// Runs the command line; errors are printed on stderr with a non-zero exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -8,6 +8,7 @@ use serde_json::json;
 use strata_api::{CreateSwitch, Lease, SwitchInfo, SwitchType};
 
 use crate::client::{enc, Client};
+use crate::print_json;
 
 #[derive(Debug, Subcommand)]
 pub enum SwitchCommand {
@@ -68,11 +69,6 @@ pub enum SwitchCommand {
 
 fn path(name: &str) -> String {
     format!("/v1/switches/{}", enc(name))
-}
-
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 /// Runs a `strata switch` command.

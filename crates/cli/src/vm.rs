@@ -12,6 +12,7 @@ use strata_api::{
 };
 
 use crate::client::{enc, Client};
+use crate::print_json;
 use crate::size::parse_size;
 
 #[derive(Debug, Subcommand)]
@@ -353,11 +354,6 @@ fn memory_mib(text: &str) -> Result<u32> {
         bail!("memory '{text}': must be a whole number of MiB");
     }
     u32::try_from(bytes >> 20).map_err(|_| anyhow::anyhow!("memory '{text}' is too large"))
-}
-
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 fn print_vm(vm: &VmDetails, json: bool) -> Result<()> {

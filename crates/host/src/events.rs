@@ -65,6 +65,8 @@ pub enum Code {
     SwitchRestored,
     /// A DHCP lease was released (its VM or NIC was deleted).
     LeaseReleased,
+    /// A switch's DHCP leases could not be saved (they stay in memory; the next change retries).
+    LeasesNotSaved,
 }
 
 impl Code {
@@ -98,6 +100,7 @@ impl Code {
             Self::SwitchDeleted => (401, "switch-deleted", "info"),
             Self::SwitchRestored => (402, "switch-restored", "info"),
             Self::LeaseReleased => (410, "lease-released", "info"),
+            Self::LeasesNotSaved => (411, "leases-not-saved", "error"),
         }
     }
 }
