@@ -43,6 +43,6 @@ if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/
 else
   $SUDO apt-get install -y -qq --no-install-recommends qemu-utils qemu-system-x86 >/dev/null
 fi
-$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time iproute2 util-linux >/dev/null
+$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time iproute2 nftables util-linux >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static cpio >/dev/null
 qemu-img --version | head -n 1
