@@ -1,0 +1,419 @@
+//! Strata's nftables tables and a tap's bandwidth limits against the real kernel, real `nft` and
+//! `tc`, each test in a network namespace of its own (unshare(CLONE_NEWNET) on the test's thread,
+//! gone with it, also on failure): the host's own ruleset, routes and sysctls are never touched.
+//!
+//! The library spawns `nft` and `tc` from the calling thread; the first test proves such children
+//! run in that thread's namespace. The checks here use `nsenter` into the thread's namespace, so
+//! they do not depend on that.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use serde_json::Value;
+use strata_net::firewall::{self, Forward, PortRules, Proto, Ruleset, SwitchRules};
+use strata_net::subnet::Subnet;
+use strata_net::{shape, NetErrorKind};
+
+/// Runs `f` on a thread inside a new, empty network namespace.
+fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET): run the tests as root");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The `--net=` argument of nsenter for this thread's namespace.
+fn this_ns() -> String {
+    let tid = nix::unistd::gettid();
+    format!("--net=/proc/{}/task/{tid}/ns/net", std::process::id())
+}
+
+/// Runs `program args` in this thread's namespace; panics with its stderr when it fails.
+fn here(program: &str, args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .arg(this_ns())
+        .arg(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.unwrap_or("").as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program} {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A veth pair in this thread's namespace.
+fn veth(name: &str, peer: &str) {
+    here(
+        "ip",
+        &["link", "add", name, "type", "veth", "peer", "name", peer],
+        None,
+    );
+}
+
+fn nft_text() -> String {
+    here("nft", &["list", "ruleset"], None)
+}
+
+/// The rules of a table as (chain, rule's expressions as JSON text).
+fn rules(family: &str, table: &str) -> Vec<(String, String)> {
+    let out = here("nft", &["-j", "list", "table", family, table], None);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .map(|r| {
+            (
+                r["chain"].as_str().unwrap().to_string(),
+                r["expr"].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn tables() -> String {
+    here("nft", &["list", "tables"], None)
+}
+
+fn subnet(s: &str) -> Subnet {
+    Subnet::parse(s).unwrap().0
+}
+
+fn switch(bridge: &str, net: &str, forwards: Vec<Forward>) -> SwitchRules {
+    SwitchRules {
+        bridge: bridge.into(),
+        subnet: subnet(net),
+        nat: true,
+        forwards,
+    }
+}
+
+fn tcp(host_port: u16, to: [u8; 4], to_port: u16) -> Forward {
+    Forward {
+        proto: Proto::Tcp,
+        host_port,
+        to: Ipv4Addr::from(to),
+        to_port,
+    }
+}
+
+fn guarded(tap: &str) -> PortRules {
+    PortRules {
+        tap: tap.into(),
+        mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        mac_spoofing: false,
+        dhcp_guard: true,
+        router_guard: true,
+    }
+}
+
+fn two_switches() -> Ruleset {
+    Ruleset {
+        switches: vec![
+            switch("stb-a", "10.1.0.0/24", vec![tcp(8080, [10, 1, 0, 5], 80)]),
+            switch("stb-b", "10.2.0.0/24", vec![tcp(2222, [10, 2, 0, 7], 22)]),
+        ],
+        ports: vec![guarded("stt-a-0"), guarded("stt-b-0")],
+    }
+}
+
+/// A foreign firewall: firewalld-like `inet filter` with a forward chain dropping by default,
+/// an `ip other` table whose forward chain accepts, and a rule in each.
+const FOREIGN: &str = "table inet filter {
+  chain forward { type filter hook forward priority filter; policy drop;
+    ct state established,related accept; }
+  chain helper { tcp dport 22 accept; }
+}
+table ip other {
+  chain pass { type filter hook forward priority 10; policy accept; counter; }
+}
+";
+
+#[test]
+fn children_spawned_by_a_thread_run_in_its_namespace() {
+    in_new_netns(|| {
+        let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let out = Command::new("readlink")
+            .arg("/proc/self/ns/net")
+            .output()
+            .unwrap();
+        let child = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(child, mine.to_string_lossy());
+        // /proc/self is the main thread's: still the host's namespace.
+        let main = std::fs::read_link("/proc/self/ns/net").unwrap();
+        assert_ne!(mine, main, "the test thread is in a namespace of its own");
+    });
+}
+
+#[test]
+fn apply_installs_masquerade_dnat_and_port_guards() {
+    in_new_netns(|| {
+        firewall::apply(&two_switches()).unwrap();
+        let ip = rules("ip", "strata");
+        let masq: Vec<_> = ip.iter().filter(|(c, _)| c == "postrouting").collect();
+        assert_eq!(masq.len(), 2, "{ip:?}");
+        assert!(
+            masq.iter().all(|(_, e)| e.contains("\"masquerade\"")),
+            "{ip:?}"
+        );
+        assert!(masq[0].1.contains("\"10.1.0.0\"") && masq[0].1.contains("stb-a"));
+        let dnat: Vec<_> = ip.iter().filter(|(c, _)| c == "prerouting").collect();
+        assert_eq!(dnat.len(), 2, "{ip:?}");
+        assert!(
+            dnat[0]
+                .1
+                .contains(r#""dnat":{"addr":"10.1.0.5","port":80}"#),
+            "{ip:?}"
+        );
+        assert!(dnat[0].1.contains("8080") && dnat[0].1.contains("\"fib\""));
+        assert!(
+            dnat[1]
+                .1
+                .contains(r#""dnat":{"addr":"10.2.0.7","port":22}"#),
+            "{ip:?}"
+        );
+        let bridge = rules("bridge", "strata");
+        let guards = bridge.iter().filter(|(c, _)| c == "ports").count();
+        assert_eq!(guards, 2 * 5, "{bridge:?}");
+        for hook in ["forward", "input"] {
+            assert!(bridge.iter().any(|(c, e)| c == hook && e.contains("jump")));
+        }
+        let text = nft_text();
+        assert!(
+            text.contains("ether saddr != 52:54:00:12:34:56 drop"),
+            "{text}"
+        );
+        assert!(text.contains("nd-router-advert"), "{text}");
+        firewall::remove_all().unwrap();
+    });
+}
+
+#[test]
+fn apply_is_idempotent_and_replaces_the_old_rules() {
+    in_new_netns(|| {
+        let r = two_switches();
+        firewall::apply(&r).unwrap();
+        let first = nft_text();
+        firewall::apply(&r).unwrap();
+        assert_eq!(nft_text(), first, "a second apply changes nothing");
+        let fewer = Ruleset {
+            switches: vec![r.switches[1].clone()],
+            ports: vec![r.ports[1].clone()],
+        };
+        firewall::apply(&fewer).unwrap();
+        let text = nft_text();
+        assert!(
+            !text.contains("stb-a") && !text.contains("stt-a-0"),
+            "{text}"
+        );
+        assert!(!text.contains("10.1.0."), "{text}");
+        assert!(text.contains("stb-b") && text.contains("stt-b-0"), "{text}");
+        assert_eq!(rules("ip", "strata").len(), 2);
+    });
+}
+
+#[test]
+fn an_empty_ruleset_removes_the_tables_and_remove_all_tolerates_their_absence() {
+    in_new_netns(|| {
+        firewall::apply(&two_switches()).unwrap();
+        assert!(tables().contains("strata"));
+        firewall::apply(&Ruleset::default()).unwrap();
+        assert_eq!(tables().trim(), "", "no table left");
+        firewall::remove_all().unwrap();
+        firewall::apply(&two_switches()).unwrap();
+        firewall::remove_all().unwrap();
+        assert_eq!(tables().trim(), "");
+        // Only NAT, no guarded port: no bridge table at all.
+        let nat_only = Ruleset {
+            switches: vec![switch("stb-a", "10.1.0.0/24", vec![])],
+            ports: vec![],
+        };
+        firewall::apply(&nat_only).unwrap();
+        assert_eq!(tables().trim(), "table ip strata");
+        firewall::remove_all().unwrap();
+    });
+}
+
+#[test]
+fn foreign_tables_are_untouched_and_their_forward_drop_chains_reported() {
+    in_new_netns(|| {
+        here("nft", &["-f", "-"], Some(FOREIGN));
+        let before = nft_text();
+        firewall::apply(&two_switches()).unwrap();
+        let drops = firewall::foreign_forward_drops().unwrap();
+        assert_eq!(drops.len(), 1, "{drops:?}");
+        let d = &drops[0];
+        assert_eq!(
+            (d.family.as_str(), d.table.as_str(), d.chain.as_str()),
+            ("inet", "filter", "forward")
+        );
+        assert_eq!(d.policy, "drop");
+        firewall::apply(&Ruleset {
+            switches: vec![],
+            ports: vec![guarded("stt-x")],
+        })
+        .unwrap();
+        firewall::remove_all().unwrap();
+        assert_eq!(nft_text(), before, "the foreign tables are as they were");
+    });
+}
+
+#[test]
+fn nothing_is_reported_without_foreign_drop_chains() {
+    in_new_netns(|| {
+        assert!(firewall::foreign_forward_drops().unwrap().is_empty());
+        firewall::apply(&two_switches()).unwrap();
+        assert!(firewall::foreign_forward_drops().unwrap().is_empty());
+        firewall::remove_all().unwrap();
+    });
+}
+
+#[test]
+fn a_duplicate_host_port_or_a_bad_name_is_refused_and_changes_nothing() {
+    in_new_netns(|| {
+        firewall::apply(&two_switches()).unwrap();
+        let before = nft_text();
+        let mut dup = two_switches();
+        dup.switches[1].forwards.push(tcp(8080, [10, 2, 0, 8], 80));
+        let e = firewall::apply(&dup).unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::Conflict, "{e}");
+        assert!(e.to_string().contains("8080"), "{e}");
+        assert_eq!(nft_text(), before);
+        for name in ["stb-a\" accept", "stb-a;", "a-name-far-too-long"] {
+            let mut bad = two_switches();
+            bad.switches[0].bridge = name.into();
+            let e = firewall::apply(&bad).unwrap_err();
+            assert_eq!(e.kind, NetErrorKind::Invalid, "{e}");
+            let mut bad = two_switches();
+            bad.ports[0].tap = name.into();
+            assert_eq!(
+                firewall::apply(&bad).unwrap_err().kind,
+                NetErrorKind::Invalid
+            );
+        }
+        assert_eq!(nft_text(), before);
+        firewall::remove_all().unwrap();
+    });
+}
+
+#[test]
+fn ip_forwarding_is_turned_on_in_the_namespace_only() {
+    let root_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    in_new_netns(|| {
+        // /proc/sys/net shows the reading thread's namespace: an interface made here appears.
+        veth("stfw-probe", "stfw-probep");
+        assert!(std::path::Path::new("/proc/sys/net/ipv4/conf/stfw-probe").exists());
+        assert!(firewall::enable_ip_forwarding().unwrap(), "was off");
+        assert!(!firewall::enable_ip_forwarding().unwrap(), "already on");
+        let now = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        assert_eq!(now.trim(), "1");
+    });
+    let root_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    assert_eq!(root_after, root_before, "the host's setting is untouched");
+}
+
+/// The qdiscs of `dev` as (kind, root?).
+fn qdiscs(dev: &str) -> Vec<(String, bool)> {
+    let out = here("tc", &["-j", "qdisc", "show", "dev", dev], None);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let root = q.get("root").and_then(Value::as_bool) == Some(true);
+            (q["kind"].as_str().unwrap().to_string(), root)
+        })
+        .collect()
+}
+
+fn has(q: &[(String, bool)], kind: &str) -> bool {
+    q.iter().any(|(k, _)| k == kind)
+}
+
+/// Whether this kernel has tc's police action (a module some kernels leave out).
+fn police_supported() -> bool {
+    veth("stfw-probe", "stfw-probep");
+    here(
+        "tc",
+        &["qdisc", "add", "dev", "stfw-probe", "ingress"],
+        None,
+    );
+    let ok = Command::new("nsenter")
+        .arg(this_ns())
+        .args([
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            "stfw-probe",
+            "parent",
+            "ffff:",
+        ])
+        .args(["protocol", "all", "u32", "match", "u32", "0", "0"])
+        .args(["police", "rate", "1mbit", "burst", "20k", "drop"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    here("ip", &["link", "del", "stfw-probe"], None);
+    ok
+}
+
+#[test]
+fn bandwidth_limits_are_set_on_both_directions_and_removed() {
+    in_new_netns(|| {
+        veth("stt-bw", "stt-bwp");
+        here("ip", &["link", "set", "stt-bw", "up"], None);
+        let e = shape::set_bandwidth("stt-none", Some(1_000_000)).unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::NotFound, "{e}");
+        let e = shape::set_bandwidth("stt;bw", Some(1_000_000)).unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::Invalid, "{e}");
+        assert_eq!(
+            shape::set_bandwidth("stt-bw", Some(0)).unwrap_err().kind,
+            NetErrorKind::Invalid
+        );
+        if police_supported() {
+            shape::set_bandwidth("stt-bw", Some(10_000_000)).unwrap();
+            shape::set_bandwidth("stt-bw", Some(20_000_000)).unwrap();
+            let q = qdiscs("stt-bw");
+            assert!(
+                q.contains(&("tbf".into(), true)) && has(&q, "ingress"),
+                "{q:?}"
+            );
+            let f = here("tc", &["filter", "show", "dev", "stt-bw", "ingress"], None);
+            assert!(f.contains("police") && f.contains("20Mbit"), "{f}");
+            let t = here("tc", &["qdisc", "show", "dev", "stt-bw"], None);
+            assert!(t.contains("rate 20Mbit"), "{t}");
+        } else {
+            // This kernel cannot police: the error carries tc's reason, and nothing is left.
+            let e = shape::set_bandwidth("stt-bw", Some(10_000_000)).unwrap_err();
+            assert_eq!(e.kind, NetErrorKind::Kernel, "{e}");
+            assert!(
+                e.message.contains("police") && e.message.contains("Error"),
+                "{e}"
+            );
+            let q = qdiscs("stt-bw");
+            assert!(!has(&q, "tbf") && !has(&q, "ingress"), "{q:?}");
+            // Limits made by hand as set_bandwidth would have made them, for None to remove.
+            let tbf = "qdisc add dev stt-bw root tbf rate 1mbit burst 20k latency 50ms";
+            here("tc", &tbf.split(' ').collect::<Vec<_>>(), None);
+            here("tc", &["qdisc", "add", "dev", "stt-bw", "ingress"], None);
+        }
+        shape::set_bandwidth("stt-bw", None).unwrap();
+        let q = qdiscs("stt-bw");
+        assert!(!has(&q, "tbf") && !has(&q, "ingress"), "{q:?}");
+        shape::set_bandwidth("stt-bw", None).unwrap();
+    });
+}
