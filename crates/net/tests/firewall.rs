@@ -417,3 +417,159 @@ fn bandwidth_limits_are_set_on_both_directions_and_removed() {
         shape::set_bandwidth("stt-bw", None).unwrap();
     });
 }
+
+/// A named network namespace (`ip netns add`), deleted when dropped.
+struct NamedNs(String);
+
+impl NamedNs {
+    fn new(role: &str) -> Self {
+        let name = format!("strata-fwtest-{}-{role}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        Self(name)
+    }
+
+    /// Runs `cmd` (split on spaces) in the namespace; panics when it fails.
+    fn run(&self, cmd: &str) {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{cmd} in {}: {stderr}", self.0);
+    }
+
+    /// A python3 program in the namespace, for its standard output.
+    fn python(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, "python3", "-c", program])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for NamedNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Accepts TCP connections on port argv[1] (for 30 s at most) and sends each the peer's address.
+const SERVER: &str = "import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('0.0.0.0',int(sys.argv[1]))); s.listen(4); s.settimeout(30)
+while True:
+    c,a=s.accept(); c.sendall(a[0].encode()); c.close()";
+
+/// Connects to argv[1]:argv[2], argv[3] tries 0.1 s apart (2 s timeout each), prints what it
+/// reads; exits 1 when no try worked.
+const CLIENT: &str = "import socket,sys,time
+for i in range(int(sys.argv[3])):
+    try:
+        c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)
+        print(c.recv(100).decode()); sys.exit(0)
+    except OSError: time.sleep(0.1)
+sys.exit(1)";
+
+fn connect(ns: &NamedNs, addr: &str, port: &str, tries: &str) -> Option<String> {
+    let out = ns.python(CLIENT, &[addr, port, tries]).output().unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Connects from this thread's namespace, retrying for up to 5 s; what the server sent.
+fn from_host(addr: &str) -> Option<String> {
+    use std::io::Read;
+    for _ in 0..50 {
+        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+            let mut text = String::new();
+            c.read_to_string(&mut text).ok()?;
+            return Some(text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+/// Guest (10.1.0.5 on the switch's bridge, in a namespace of its own) and outside (192.0.2.2,
+/// no route to the switch's subnet) around the NAT host (the test thread's namespace): the
+/// outside sees the guest's connection come from 192.0.2.1 only with masquerade, and reaches
+/// the guest's port 80 through the host's 8080.
+#[test]
+fn masquerade_and_a_port_forward_carry_real_packets() {
+    in_new_netns(|| {
+        let guest = NamedNs::new("g");
+        let outside = NamedNs::new("o");
+        here("ip", &["link", "set", "lo", "up"], None);
+        here("ip", &["link", "add", "stb-t", "type", "bridge"], None);
+        here("ip", &["addr", "add", "10.1.0.1/24", "dev", "stb-t"], None);
+        here("ip", &["link", "set", "stb-t", "up"], None);
+        veth("stt-g", "g0");
+        here("ip", &["link", "set", "g0", "netns", &guest.0], None);
+        here(
+            "ip",
+            &["link", "set", "stt-g", "master", "stb-t", "up"],
+            None,
+        );
+        veth("up0", "o0");
+        here("ip", &["link", "set", "o0", "netns", &outside.0], None);
+        here("ip", &["addr", "add", "192.0.2.1/24", "dev", "up0"], None);
+        here("ip", &["link", "set", "up0", "up"], None);
+        for cmd in [
+            "ip link set lo up",
+            "ip addr add 10.1.0.5/24 dev g0",
+            "ip link set g0 up",
+            "ip route add default via 10.1.0.1",
+        ] {
+            guest.run(cmd);
+        }
+        for cmd in [
+            "ip link set lo up",
+            "ip addr add 192.0.2.2/24 dev o0",
+            "ip link set o0 up",
+        ] {
+            outside.run(cmd);
+        }
+        assert!(firewall::enable_ip_forwarding().unwrap());
+        let mut sw = switch("stb-t", "10.1.0.0/24", vec![tcp(8080, [10, 1, 0, 5], 80)]);
+        sw.nat = false;
+        firewall::apply(&Ruleset {
+            switches: vec![sw.clone()],
+            ports: vec![],
+        })
+        .unwrap();
+        let _out_server = Killed(outside.python(SERVER, &["9000"]).spawn().unwrap());
+        let _guest_server = Killed(guest.python(SERVER, &["80"]).spawn().unwrap());
+        // The outside reaches the guest through the port forward (and sees its own address).
+        let seen = connect(&outside, "192.0.2.1", "8080", "50");
+        assert_eq!(seen.as_deref(), Some("192.0.2.2"));
+        // The outside's server is up (the host reaches it directly), yet without masquerade the
+        // outside cannot answer the guest.
+        assert_eq!(from_host("192.0.2.2:9000").as_deref(), Some("192.0.2.1"));
+        assert_eq!(connect(&guest, "192.0.2.2", "9000", "1"), None);
+        sw.nat = true;
+        firewall::apply(&Ruleset {
+            switches: vec![sw],
+            ports: vec![],
+        })
+        .unwrap();
+        let seen = connect(&guest, "192.0.2.2", "9000", "50");
+        assert_eq!(seen.as_deref(), Some("192.0.2.1"), "masqueraded");
+    });
+}
