@@ -507,6 +507,74 @@ fn from_host(addr: &str) -> Option<String> {
     None
 }
 
+/// The bridge `stb-t` (10.1.0.1/24) in this thread's namespace, and on it the tap `stt-g` whose
+/// peer `g0` (10.1.0.5/24, MAC 52:54:00:12:34:56, default route through the bridge) is in `guest`.
+fn guest_on_bridge(guest: &NamedNs) {
+    here("ip", &["link", "set", "lo", "up"], None);
+    here("ip", &["link", "add", "stb-t", "type", "bridge"], None);
+    here("ip", &["addr", "add", "10.1.0.1/24", "dev", "stb-t"], None);
+    here("ip", &["link", "set", "stb-t", "up"], None);
+    veth("stt-g", "g0");
+    here("ip", &["link", "set", "g0", "netns", &guest.0], None);
+    here(
+        "ip",
+        &["link", "set", "stt-g", "master", "stb-t", "up"],
+        None,
+    );
+    for cmd in [
+        "ip link set lo up",
+        "ip link set g0 address 52:54:00:12:34:56",
+        "ip addr add 10.1.0.5/24 dev g0",
+        "ip link set g0 up",
+        "ip route add default via 10.1.0.1",
+    ] {
+        guest.run(cmd);
+    }
+}
+
+/// A server on the host's address on the bridge (this thread's namespace: the socket stays
+/// there whatever thread accepts), sending each client its address.
+fn host_server() {
+    let l = std::net::TcpListener::bind("10.1.0.1:7000").unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = std::io::Write::write_all(&mut c, peer.as_bytes());
+        }
+    });
+}
+
+/// The MAC guard on real frames from a guest to the host's address on its bridge (bridge hook
+/// `input`): its own MAC passes, another is dropped, and passes once spoofing is allowed.
+#[test]
+fn the_mac_guard_drops_a_guest_s_spoofed_frames_to_the_host() {
+    in_new_netns(|| {
+        let guest = NamedNs::new("m");
+        guest_on_bridge(&guest);
+        host_server();
+        let mut port = guarded("stt-g");
+        let only = |p: &PortRules| Ruleset {
+            switches: vec![],
+            ports: vec![p.clone()],
+        };
+        firewall::apply(&only(&port)).unwrap();
+        let seen = connect(&guest, "10.1.0.1", "7000", "50");
+        assert_eq!(seen.as_deref(), Some("10.1.0.5"), "its own MAC passes");
+        guest.run("ip link set g0 address 52:54:00:99:99:99");
+        // The host forgets the old MAC: only the guard can stop the exchange now.
+        here("ip", &["neigh", "flush", "dev", "stb-t"], None);
+        assert_eq!(connect(&guest, "10.1.0.1", "7000", "1"), None, "spoofed");
+        port.mac_spoofing = true;
+        firewall::apply(&only(&port)).unwrap();
+        let seen = connect(&guest, "10.1.0.1", "7000", "50");
+        assert_eq!(seen.as_deref(), Some("10.1.0.5"), "spoofing allowed");
+    });
+}
+
 /// Guest (10.1.0.5 on the switch's bridge, in a namespace of its own) and outside (192.0.2.2,
 /// no route to the switch's subnet) around the NAT host (the test thread's namespace): the
 /// outside sees the guest's connection come from 192.0.2.1 only with masquerade, and reaches
@@ -516,29 +584,11 @@ fn masquerade_and_a_port_forward_carry_real_packets() {
     in_new_netns(|| {
         let guest = NamedNs::new("g");
         let outside = NamedNs::new("o");
-        here("ip", &["link", "set", "lo", "up"], None);
-        here("ip", &["link", "add", "stb-t", "type", "bridge"], None);
-        here("ip", &["addr", "add", "10.1.0.1/24", "dev", "stb-t"], None);
-        here("ip", &["link", "set", "stb-t", "up"], None);
-        veth("stt-g", "g0");
-        here("ip", &["link", "set", "g0", "netns", &guest.0], None);
-        here(
-            "ip",
-            &["link", "set", "stt-g", "master", "stb-t", "up"],
-            None,
-        );
+        guest_on_bridge(&guest);
         veth("up0", "o0");
         here("ip", &["link", "set", "o0", "netns", &outside.0], None);
         here("ip", &["addr", "add", "192.0.2.1/24", "dev", "up0"], None);
         here("ip", &["link", "set", "up0", "up"], None);
-        for cmd in [
-            "ip link set lo up",
-            "ip addr add 10.1.0.5/24 dev g0",
-            "ip link set g0 up",
-            "ip route add default via 10.1.0.1",
-        ] {
-            guest.run(cmd);
-        }
         for cmd in [
             "ip link set lo up",
             "ip addr add 192.0.2.2/24 dev o0",
