@@ -91,6 +91,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tool_s_refusal_carries_its_stderr_and_a_missing_tool_is_named() {
+        // `nft -c` only checks: nothing reaches the kernel.
+        let e = run(
+            "nft",
+            &["-c", "-f", "-"],
+            Some("table ip x { bogus }\n"),
+            "fw",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::Kernel, "{e}");
+        assert!(
+            e.message.contains("syntax error") && e.object == "fw",
+            "{e}"
+        );
+        let e = run("strata-no-such-tool", &[], None, "fw").unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::Io, "{e}");
+        assert!(e.message.contains("strata-no-such-tool"), "{e}");
+    }
+
+    #[test]
     fn interface_names_are_checked() {
         for good in ["stb-0123456789", "stt-01234567-15", "eth0", "a.b_c"] {
             check_ifname(good).unwrap();

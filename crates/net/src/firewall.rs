@@ -27,6 +27,9 @@
 //! the others, so it would change nothing; instead a foreign base chain on hook `forward` whose
 //! policy is drop is reported ([`foreign_forward_drops`]) so the admin can open it.
 //!
+//! Connections the host itself makes to its own forwarded ports are not redirected (there is no
+//! `output` hook rule): port forwards are for traffic arriving from other machines.
+//!
 //! ## Atomicity
 //!
 //! [`apply`] sends one script to `nft -f -`, which runs it as one transaction: each table is
