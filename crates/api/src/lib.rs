@@ -4,8 +4,10 @@
 //! service (`strata-host`), the `strata` CLI and the tests. Request bodies refuse unknown fields, so
 //! a misspelt setting is an error rather than silently ignored.
 
+mod net;
 mod types;
 
+pub use net::*;
 pub use types::*;
 
 /// The API's version prefix: every route starts with it.
@@ -28,5 +30,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/switches"),
     ("GET", "/v1/switches/{name}"),
     ("DELETE", "/v1/switches/{name}"),
+    ("PATCH", "/v1/switches/{name}"),
     ("GET", "/v1/switches/{name}/leases"),
+    ("POST", "/v1/switches/{name}/reservations"),
+    ("DELETE", "/v1/switches/{name}/reservations/{mac}"),
+    ("POST", "/v1/switches/{name}/forwards"),
+    ("DELETE", "/v1/switches/{name}/forwards/{proto}/{port}"),
+    ("POST", "/v1/vms/{name}/nics"),
+    ("PATCH", "/v1/vms/{name}/nics/{nic}"),
+    ("DELETE", "/v1/vms/{name}/nics/{nic}"),
 ];

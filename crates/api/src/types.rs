@@ -167,6 +167,56 @@ pub struct NicSpec {
     /// the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<String>,
+    /// Connected to its switch (false: the cable is unplugged; the adapter stays).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub connected: bool,
+    /// Allow the guest to send from other MACs (default: off, spoofed frames are dropped).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mac_spoofing: bool,
+    /// Drop DHCP server replies the guest sends (default: off).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dhcp_guard: bool,
+    /// Drop router advertisements and redirects the guest sends (default: off).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub router_guard: bool,
+    /// VLAN id, 1 to 4094 (none: the switch's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Bandwidth limit in bits per second, each direction (none: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_limit: Option<u64>,
+    /// The adapter's slot, 0 to 7 (its PCI slot is 0x18 + slot); assigned by the service and kept for
+    /// the VM's life, so a hot-added adapter is where a restore expects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u8>,
+}
+
+impl NicSpec {
+    /// A virtio adapter on `switch` (none: user-mode), every other setting at its default.
+    pub fn new(switch: Option<&str>) -> Self {
+        Self {
+            model: NicModel::Virtio,
+            mac: None,
+            switch: switch.map(str::to_string),
+            connected: true,
+            mac_spoofing: false,
+            dhcp_guard: false,
+            router_guard: false,
+            vlan: None,
+            bandwidth_limit: None,
+            slot: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A COM port.
@@ -353,6 +403,20 @@ pub struct NicInfo {
     pub mac: String,
     /// The virtual switch it is connected to (none: user-mode network).
     pub switch: Option<String>,
+    /// Connected to its switch.
+    pub connected: bool,
+    /// Whether the guest may send from other MACs.
+    pub mac_spoofing: bool,
+    /// Whether DHCP server replies from the guest are dropped.
+    pub dhcp_guard: bool,
+    /// Whether router advertisements from the guest are dropped.
+    pub router_guard: bool,
+    /// VLAN id.
+    pub vlan: Option<u16>,
+    /// Bandwidth limit in bits per second.
+    pub bandwidth_limit: Option<u64>,
+    /// The host's tap device of a switch-connected adapter.
+    pub tap: Option<String>,
 }
 
 /// `GET /v1/vms/{name}`.
@@ -482,111 +546,6 @@ pub struct HostInfo {
     pub features: Vec<HostFeature>,
     /// How many VMs are defined.
     pub vms: usize,
-}
-
-/// A virtual switch's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SwitchType {
-    /// VMs and the host (which has an address on it): the loopback-adapter setup, built in.
-    Internal,
-    /// VMs only; the host has no address on it.
-    Private,
-}
-
-/// `POST /v1/switches`: a new virtual switch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSwitch {
-    /// Unique on the host: letters, digits, `-`, `_`, `.`; 1 to 64 characters.
-    pub name: String,
-    /// Internal or private.
-    #[serde(rename = "type")]
-    pub kind: SwitchType,
-    /// The IPv4 subnet, e.g. `10.10.0.0/24` (`10.10.0.1/24` also sets the host's address).
-    pub subnet: String,
-    /// The host's address on an internal switch (default: the subnet's first address).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_address: Option<String>,
-    /// Whether Strata's DHCP server answers on it (default: on).
-    #[serde(default = "default_true")]
-    pub dhcp: bool,
-    /// The addresses handed out, `A-B` (default: from the 17th address of the subnet, the first
-    /// 16 reserved as Virtual Server did, to the last).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dhcp_range: Option<String>,
-    /// DNS servers handed out.
-    #[serde(default)]
-    pub dns: Vec<String>,
-    /// Lease time in seconds (default 3600).
-    #[serde(default = "default_lease")]
-    pub lease_secs: u32,
-    /// Free text.
-    #[serde(default)]
-    pub notes: String,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_lease() -> u32 {
-    3600
-}
-
-/// A NIC connected to a switch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchPort {
-    /// The VM.
-    pub vm: String,
-    /// The NIC's index in the VM.
-    pub nic: usize,
-    /// Its MAC address.
-    pub mac: String,
-}
-
-/// `GET /v1/switches/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchInfo {
-    /// The name.
-    pub name: String,
-    /// Internal or private.
-    #[serde(rename = "type")]
-    pub kind: SwitchType,
-    /// The switch's unique id (never changes).
-    pub id: String,
-    /// Its Linux bridge.
-    pub bridge: String,
-    /// The IPv4 subnet.
-    pub subnet: String,
-    /// The host's address on it (internal switches).
-    pub host_address: Option<String>,
-    /// Whether Strata's DHCP server answers on it.
-    pub dhcp: bool,
-    /// The addresses handed out.
-    pub dhcp_range: Option<String>,
-    /// DNS servers handed out.
-    pub dns: Vec<String>,
-    /// Lease time in seconds.
-    pub lease_secs: u32,
-    /// Free text.
-    pub notes: String,
-    /// The NICs connected to it.
-    pub ports: Vec<SwitchPort>,
-}
-
-/// A DHCP lease, in `GET /v1/switches/{name}/leases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    /// The client's MAC address.
-    pub mac: String,
-    /// The address leased.
-    pub ip: String,
-    /// The VM whose NIC has that MAC, if one does.
-    pub vm: Option<String>,
-    /// That NIC's index.
-    pub nic: Option<usize>,
-    /// When the lease ends (RFC 3339).
-    pub expires: String,
 }
 
 /// A capability of the host, and why it is missing when it is.

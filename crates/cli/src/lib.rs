@@ -7,11 +7,13 @@ mod disk;
 mod disk_text;
 mod docs;
 mod mount;
+mod nic;
 mod plug;
 mod progress;
 mod serve;
 mod size;
 mod switch;
+mod switch_edit;
 mod vm;
 mod vm_text;
 

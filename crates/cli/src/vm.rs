@@ -30,6 +30,9 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A VM's network adapters: add, remove, change (also while it runs).
+    #[command(subcommand)]
+    Nic(crate::nic::NicCommand),
     /// Show a VM's settings and state.
     Show {
         name: String,
@@ -198,7 +201,7 @@ fn disk_spec(d: &str) -> Result<DiskSpec> {
 }
 
 /// A `--nic MODEL[:SWITCH][=MAC]`.
-fn nic_spec(n: &str) -> Result<NicSpec> {
+pub(crate) fn nic_spec(n: &str) -> Result<NicSpec> {
     let (model, mac) = match n.split_once('=') {
         Some((m, mac)) => (m, Some(mac.to_string())),
         None => (n, None),
@@ -208,11 +211,10 @@ fn nic_spec(n: &str) -> Result<NicSpec> {
         Some((_, _)) => bail!("NIC '{n}': the switch's name is empty"),
         None => (model, None),
     };
-    Ok(NicSpec {
-        model: enum_value::<NicModel>("network adapter model", model)?,
-        mac,
-        switch,
-    })
+    let mut spec = NicSpec::new(switch.as_deref());
+    spec.model = enum_value::<NicModel>("network adapter model", model)?;
+    spec.mac = mac;
+    Ok(spec)
 }
 
 /// A repeated option's values, each parsed; `None` when it was not given (nothing to change).
@@ -375,6 +377,7 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         } => create(&c, &name, &settings, json)?,
         VmCommand::List { json } => list(&c, json)?,
         VmCommand::Show { name, json } => show(&c, &name, json)?,
+        VmCommand::Nic(cmd) => crate::nic::run(&c, cmd)?,
         VmCommand::Set {
             name,
             settings,

@@ -53,15 +53,7 @@ pub fn show(v: &VmDetails) {
     if let Some(c) = &v.cdrom {
         println!("CD/DVD:        {c}");
     }
-    for (i, n) in v.nics.iter().enumerate() {
-        match &n.switch {
-            Some(s) => println!("NIC {i}:         {:?}, MAC {}, switch {s}", n.model, n.mac),
-            None => println!(
-                "NIC {i}:         {:?}, MAC {}, user-mode network",
-                n.model, n.mac
-            ),
-        }
-    }
+    nics(v);
     for c in &v.com_ports {
         println!("COM{}:          {:?} {}", c.port, c.kind, c.path);
     }
@@ -118,4 +110,40 @@ pub fn host(h: &HostInfo) {
         }
     }
     println!("VMs:           {}", h.vms);
+}
+
+/// The VM's network adapters, one line each.
+pub fn nics(v: &VmDetails) {
+    for (i, n) in v.nics.iter().enumerate() {
+        let mut line = format!("NIC {i}:         {:?}, MAC {}", n.model, n.mac);
+        match &n.switch {
+            Some(s) if n.connected => line.push_str(&format!(", switch {s}")),
+            Some(s) => line.push_str(&format!(", switch {s} (disconnected)")),
+            None => line.push_str(", user-mode network"),
+        }
+        if let Some(v) = n.vlan {
+            line.push_str(&format!(", VLAN {v}"));
+        }
+        if let Some(b) = n.bandwidth_limit {
+            line.push_str(&format!(", limit {b} bit/s"));
+        }
+        if n.switch.is_some() {
+            let guards: Vec<&str> = [
+                (!n.mac_spoofing, "MAC spoofing blocked"),
+                (n.dhcp_guard, "DHCP guard"),
+                (n.router_guard, "router guard"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, w)| *w)
+            .collect();
+            if !guards.is_empty() {
+                line.push_str(&format!(", {}", guards.join(", ")));
+            }
+        }
+        if let Some(t) = &n.tap {
+            line.push_str(&format!(", tap {t}"));
+        }
+        println!("{line}");
+    }
 }

@@ -67,6 +67,20 @@ pub enum Code {
     LeaseReleased,
     /// A switch's DHCP leases could not be saved (they stay in memory; the next change retries).
     LeasesNotSaved,
+    /// A switch's settings, reservations or port forwards changed.
+    SwitchChanged,
+    /// Something on the host would break a switch (another firewall's drop-policy chain).
+    SwitchWarning,
+    /// Strata turned on the host's IPv4 forwarding (for NAT).
+    IpForwardingEnabled,
+    /// A DHCP client got a lease.
+    LeaseGranted,
+    /// A VM's network adapter was added, or connected to a switch.
+    NicConnected,
+    /// A VM's network adapter was removed, or disconnected from its switch.
+    NicDisconnected,
+    /// A VM's network adapter's settings changed.
+    NicChanged,
 }
 
 impl Code {
@@ -101,6 +115,13 @@ impl Code {
             Self::SwitchRestored => (402, "switch-restored", "info"),
             Self::LeaseReleased => (410, "lease-released", "info"),
             Self::LeasesNotSaved => (411, "leases-not-saved", "error"),
+            Self::SwitchChanged => (403, "switch-changed", "info"),
+            Self::SwitchWarning => (404, "switch-warning", "warning"),
+            Self::IpForwardingEnabled => (405, "ip-forwarding-enabled", "info"),
+            Self::LeaseGranted => (412, "lease-granted", "info"),
+            Self::NicConnected => (420, "nic-connected", "info"),
+            Self::NicDisconnected => (421, "nic-disconnected", "info"),
+            Self::NicChanged => (422, "nic-changed", "info"),
         }
     }
 }

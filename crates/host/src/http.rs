@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
-    ApiError, CreateSwitch, CreateVm, DeleteQuery, EventQuery, SetVm, ShutdownRequest,
+    ApiError, CreateSwitch, CreateVm, DeleteQuery, EventQuery, NicSpec, PortForward, Proto,
+    Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -104,14 +105,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> {
-    let created = matches!(cmd, Command::Create(_));
+    let created = matches!(cmd, Command::Create(_) | Command::CreateSwitch(_));
     let reply = blocking(move || svc.execute(cmd, &user)).await?;
     Ok(match reply {
         Reply::Vm(vm) if created => (StatusCode::CREATED, Json(vm)).into_response(),
         Reply::Vm(vm) => Json(vm).into_response(),
         Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         Reply::Stopped(report) => Json(report).into_response(),
-        Reply::Switch(sw) => (StatusCode::CREATED, Json(sw)).into_response(),
+        Reply::Switch(sw) if created => (StatusCode::CREATED, Json(sw)).into_response(),
+        Reply::Switch(sw) => Json(sw).into_response(),
     })
 }
 
@@ -235,6 +237,85 @@ async fn delete_switch(
     run(s, Command::DeleteSwitch(name), p.0).await
 }
 
+async fn set_switch(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<SetSwitch>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::SetSwitch(name, body?.0), p.0).await
+}
+
+async fn reserve(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<Reservation>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::Reserve(name, body?.0), p.0).await
+}
+
+async fn unreserve(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, mac)): Path<(String, String)>,
+) -> Result<Response> {
+    run(s, Command::Unreserve(name, mac), p.0).await
+}
+
+async fn add_forward(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<PortForward>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::AddForward(name, body?.0), p.0).await
+}
+
+async fn remove_forward(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, proto, port)): Path<(String, String, String)>,
+) -> Result<Response> {
+    let proto = match proto.as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        other => {
+            return Err(HostError::invalid(format!("protocol '{other}': use tcp or udp")).into())
+        }
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| HostError::invalid(format!("port '{port}': expected 1 to 65535")))?;
+    run(s, Command::RemoveForward(name, proto, port), p.0).await
+}
+
+async fn add_nic(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<NicSpec>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::AddNic(name, body?.0), p.0).await
+}
+
+async fn set_nic(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, nic)): Path<(String, String)>,
+    body: std::result::Result<Json<SetNic>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::SetNic(name, nic, body?.0), p.0).await
+}
+
+async fn remove_nic(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, nic)): Path<(String, String)>,
+) -> Result<Response> {
+    run(s, Command::RemoveNic(name, nic), p.0).await
+}
+
 async fn leases(State(s): Svc, Path(name): Path<String>) -> Result<Response> {
     Ok(Json(blocking(move || s.leases(&name)).await?).into_response())
 }
@@ -259,8 +340,26 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/vms/{name}/console", get(console))
         .route("/v1/events", get(events))
         .route("/v1/switches", get(switches).post(create_switch))
-        .route("/v1/switches/{name}", get(switch).delete(delete_switch))
+        .route(
+            "/v1/switches/{name}",
+            get(switch).delete(delete_switch).patch(set_switch),
+        )
         .route("/v1/switches/{name}/leases", get(leases))
+        .route("/v1/switches/{name}/reservations", post(reserve))
+        .route(
+            "/v1/switches/{name}/reservations/{mac}",
+            axum::routing::delete(unreserve),
+        )
+        .route("/v1/switches/{name}/forwards", post(add_forward))
+        .route(
+            "/v1/switches/{name}/forwards/{proto}/{port}",
+            axum::routing::delete(remove_forward),
+        )
+        .route("/v1/vms/{name}/nics", post(add_nic))
+        .route(
+            "/v1/vms/{name}/nics/{nic}",
+            axum::routing::patch(set_nic).delete(remove_nic),
+        )
         .fallback(fallback)
         .with_state(service)
 }

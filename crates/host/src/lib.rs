@@ -15,6 +15,7 @@
 pub mod error;
 pub mod events;
 pub mod http;
+mod ports;
 pub mod qemu;
 pub mod qmp;
 pub mod service;

@@ -124,6 +124,9 @@ pub struct PortRules {
     pub dhcp_guard: bool,
     /// Drop ICMPv6 router advertisements and redirects from the guest.
     pub router_guard: bool,
+    /// What the guest may send, in bits per second (beyond it, frames are dropped); `None`:
+    /// unlimited. (What it receives is shaped on the tap: [`crate::shape`].)
+    pub upload_limit: Option<u64>,
 }
 
 impl Ruleset {
@@ -276,6 +279,15 @@ fn bridge_table(s: &mut String, ports: &[PortRules]) {
                 "    iifname \"{t}\" ether type ip6 udp sport 547 drop"
             );
         }
+        if let Some(bits) = p.upload_limit {
+            // nft counts bytes; 20 ms of traffic (at least ten full frames) may burst.
+            let bytes = (bits / 8).max(1);
+            let burst = (bytes / 50).max(15_140);
+            let _ = writeln!(
+                rules,
+                "    iifname \"{t}\" limit rate over {bytes} bytes/second burst {burst} bytes drop"
+            );
+        }
         if p.router_guard {
             let _ = writeln!(
                 rules,
@@ -410,6 +422,7 @@ mod tests {
                 mac_spoofing: false,
                 dhcp_guard: true,
                 router_guard: true,
+                upload_limit: None,
             }],
         };
         let s = script(&r).unwrap();
@@ -446,6 +459,7 @@ mod tests {
                 mac_spoofing: true,
                 dhcp_guard: false,
                 router_guard: false,
+                upload_limit: None,
             }],
         };
         assert_eq!(script(&quiet).unwrap(), s);

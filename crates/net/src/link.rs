@@ -28,6 +28,13 @@ pub fn tap_name(vm_id: &str, index: usize) -> String {
     format!("stt-{}-{index}", &hex_part(vm_id, 8))
 }
 
+/// The bridge of VLAN `vlan` of the switch whose id is `switch_id`: this kernel may lack bridge
+/// VLAN filtering, so each VLAN in use on a switch is a bridge of its own (`stv-` + 6 hex digits
+/// + `-` + the VLAN id), and ports on different VLANs never share a bridge.
+pub fn vlan_bridge_name(switch_id: &str, vlan: u16) -> String {
+    format!("stv-{}-{vlan}", &hex_part(switch_id, 6))
+}
+
 fn hex_part(id: &str, n: usize) -> String {
     id.chars().filter(char::is_ascii_hexdigit).take(n).collect()
 }
@@ -173,6 +180,94 @@ pub fn attach(port: &str, bridge: &str) -> Result<(), NetError> {
             .execute()
             .await
             .map_err(kernel(port))
+    })
+}
+
+/// What a host interface is attached to and the IPv4 addresses it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortState {
+    /// The bridge it is a port of, if any.
+    pub controller: Option<String>,
+    /// Its IPv4 addresses, `a.b.c.d/len`.
+    pub ipv4: Vec<String>,
+}
+
+/// The state of interface `name`, or `None` when there is no such interface.
+pub fn port_state(name: &str) -> Result<Option<PortState>, NetError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    netlink(name, |h| async move {
+        let Some(link) = find(&h, name).await? else {
+            return Ok(None);
+        };
+        let controller = match link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(i) => Some(*i),
+            _ => None,
+        }) {
+            Some(i) => name_of(&h, i).await?,
+            None => None,
+        };
+        let mut ipv4 = Vec::new();
+        let mut addrs = h
+            .address()
+            .get()
+            .set_link_index_filter(link.header.index)
+            .execute();
+        while let Some(a) = addrs.try_next().await.map_err(kernel(name))? {
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr {
+                    ipv4.push(format!("{ip}/{}", a.header.prefix_len));
+                }
+            }
+        }
+        Ok(Some(PortState { controller, ipv4 }))
+    })
+}
+
+async fn name_of(h: &Handle, index: u32) -> Result<Option<String>, NetError> {
+    let mut links = h.link().get().match_index(index).execute();
+    let link = links.try_next().await.map_err(kernel("link"))?;
+    Ok(link.and_then(|l| {
+        l.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        })
+    }))
+}
+
+/// Takes the interface `port` off its bridge (a missing interface is not an error).
+pub fn detach(port: &str) -> Result<(), NetError> {
+    netlink(port, |h| async move {
+        let Some(p) = find(&h, port).await? else {
+            return Ok(());
+        };
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(p.header.index)
+                    .nocontroller()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(kernel(port))
+    })
+}
+
+/// The VLAN bridges of the switch whose id is `switch_id` that exist now.
+pub fn vlan_bridges(switch_id: &str) -> Result<Vec<String>, NetError> {
+    let prefix = format!("stv-{}-", &hex_part(switch_id, 6));
+    netlink("links", |h| async move {
+        let mut names = Vec::new();
+        let mut links = h.link().get().execute();
+        while let Some(l) = links.try_next().await.map_err(kernel("links"))? {
+            for a in l.attributes {
+                if let LinkAttribute::IfName(n) = a {
+                    if n.starts_with(&prefix) {
+                        names.push(n);
+                    }
+                }
+            }
+        }
+        Ok(names)
     })
 }
 

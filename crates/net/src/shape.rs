@@ -1,22 +1,22 @@
-//! A NIC's bandwidth limit, on its tap, in both directions:
+//! A NIC's bandwidth limit toward the guest, on its tap: what the guest receives leaves the tap,
+//! and a `tbf` root qdisc shapes it (queues, then drops). It goes with the tap when it is deleted,
+//! so a stopped VM leaves nothing behind.
 //!
-//! - what the guest receives leaves the tap: a `tbf` root qdisc shapes it (queues, then drops);
-//! - what the guest sends enters the tap: an `ingress` qdisc with a `u32` match-all filter and a
-//!   `police` action drops what exceeds the rate (ingress traffic cannot be queued).
-//!
-//! Both go with the tap when it is deleted, so a stopped VM leaves nothing behind.
+//! What the guest sends enters the tap, where nothing can queue it: that direction is limited by
+//! the port's rule in Strata's bridge table ([`crate::firewall::PortRules::upload_limit`], nft's
+//! `limit rate over … drop`), not by tc's `police` action, which some kernels (this project's test
+//! machines among them) are built without.
 //!
 //! This spawns `tc` (iproute2) rather than using netlink: netlink-packet-route (under rtnetlink
-//! 0.24) has no `tbf` options nor a `police` action, and building their attributes by hand would
-//! mean re-encoding tc's rate tables. `tc`'s standard error is always in the error. `u32` is used
-//! rather than `matchall` because some kernels (this project's test VMs) build only the former.
+//! 0.24) has no `tbf` options, and building them by hand would mean re-encoding tc's rate tables.
+//! `tc`'s standard error is always in the error.
 
 use crate::command::{check_ifname, run};
 use crate::error::{NetError, NetErrorKind};
 
-/// Limits both directions of `tap` to `limit_bits_per_sec` (replacing any limit Strata set
-/// before); `None` removes the limits. A failure leaves the tap without limits rather than half
-/// limited.
+/// Limits what goes out of `tap` to the guest to `limit_bits_per_sec` (replacing any limit
+/// Strata set before); `None` removes the limit. A failure leaves the tap without a limit rather
+/// than half limited.
 pub fn set_bandwidth(tap: &str, limit_bits_per_sec: Option<u64>) -> Result<(), NetError> {
     check_ifname(tap)?;
     let Some(rate) = limit_bits_per_sec else {
@@ -42,19 +42,9 @@ fn limit(tap: &str, rate: u64) -> Result<(), NetError> {
     let burst = (rate / 8 / 50).max(15_140).to_string();
     let rate = format!("{rate}bit");
     if qdiscs(tap)?.ingress {
+        // An ingress qdisc of an earlier Strata's police filter: the nft rule replaces it.
         tc(tap, &["qdisc", "del", "dev", tap, "ingress"])?;
     }
-    tc(
-        tap,
-        &["qdisc", "add", "dev", tap, "handle", "ffff:", "ingress"],
-    )?;
-    #[rustfmt::skip]
-    let police = [
-        "filter", "add", "dev", tap, "parent", "ffff:", "prio", "1", "protocol", "all",
-        "u32", "match", "u32", "0", "0",
-        "police", "rate", &rate, "burst", &burst, "drop", "flowid", ":1",
-    ];
-    tc(tap, &police)?;
     #[rustfmt::skip]
     let tbf = [
         "qdisc", "replace", "dev", tap, "root", "tbf",

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use strata_api::{Accelerator, BootDevice, ComKind, CreateVm, DiskBus, NicModel};
+use strata_api::{Accelerator, BootDevice, ComKind, CreateVm, DiskBus, NicModel, NicSpec};
 
 use super::cpu_model;
 
@@ -204,29 +204,55 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
     a
 }
 
-/// Network adapters: on a switch, a tap QEMU creates (named after the VM's id; the worker puts
-/// it on the switch's bridge before the guest runs, and it goes when QEMU ends); otherwise QEMU's
-/// user-mode network, restricted to the host.
+/// Network adapters: on a switch, a tap QEMU creates (named after the VM's id and the adapter's
+/// slot; the worker puts it on the switch's bridge before the guest runs, and it goes when QEMU
+/// ends); otherwise QEMU's user-mode network, restricted to the host. An adapter with a slot sits
+/// at PCI slot 0x18 + slot (after every disk), so adapters added while the VM ran are where a restore expects them.
 fn nics(vm: &CreateVm, vm_id: &str) -> Vec<String> {
     let mut a = Vec::new();
     for (i, n) in vm.nics.iter().enumerate() {
-        let model = match n.model {
-            NicModel::Virtio => "virtio-net-pci",
-            NicModel::E1000 => "e1000",
-        };
-        let mac = n.mac.as_deref().unwrap_or_default();
-        let netdev = match n.switch {
-            Some(_) => format!(
-                "tap,id=net{i},ifname={},script=no,downscript=no",
-                strata_net::link::tap_name(vm_id, i)
-            ),
-            None => format!("user,id=net{i},restrict=on"),
-        };
-        let device = format!("{model},netdev=net{i},mac={mac},id=nic{i}");
-        a.extend(strings(&["-netdev", &netdev, "-device", &device]));
+        let slot = n.slot.map_or(i, usize::from);
+        let tap = strata_net::link::tap_name(vm_id, slot);
+        a.extend(strings(&[
+            "-netdev",
+            &netdev(n, slot, &tap),
+            "-device",
+            &nic_device(n, i),
+        ]));
     }
     a
 }
+
+/// A NIC's backend: its tap, or the user-mode network.
+pub(crate) fn netdev(n: &NicSpec, slot: usize, tap: &str) -> String {
+    match n.switch {
+        Some(_) => format!("tap,id=net{slot},ifname={tap},script=no,downscript=no"),
+        None => format!("user,id=net{slot},restrict=on"),
+    }
+}
+
+/// QEMU's device model of a NIC.
+pub(crate) fn nic_model(model: NicModel) -> &'static str {
+    match model {
+        NicModel::Virtio => "virtio-net-pci",
+        NicModel::E1000 => "e1000",
+    }
+}
+
+fn nic_device(n: &NicSpec, index: usize) -> String {
+    let mac = n.mac.as_deref().unwrap_or_default();
+    let model = nic_model(n.model);
+    match n.slot {
+        Some(s) => format!(
+            "{model},netdev=net{s},mac={mac},id=nic{s},addr={:#x}",
+            NIC_PCI_BASE + usize::from(s)
+        ),
+        None => format!("{model},netdev=net{index},mac={mac},id=nic{index}"),
+    }
+}
+
+/// The PCI slot of a NIC's slot 0.
+pub(crate) const NIC_PCI_BASE: usize = 0x18;
 
 fn kernel(vm: &CreateVm) -> Vec<String> {
     let Some(k) = &vm.kernel else {
@@ -275,12 +301,14 @@ mod tests {
             NicSpec {
                 model: NicModel::E1000,
                 mac: Some("02:53:54:00:00:01".into()),
-                switch: None,
+                slot: None,
+                ..NicSpec::new(None)
             },
             NicSpec {
                 model: NicModel::Virtio,
                 mac: Some("02:53:54:00:00:02".into()),
-                switch: Some("lan".into()),
+                slot: None,
+                ..NicSpec::new(Some("lan"))
             },
         ];
         vm.com_ports = vec![ComPort {

@@ -16,7 +16,7 @@ use crate::status;
 use crate::worker::{self, saved, SavedMeta, Verb};
 
 /// What to tell a user who asks for something the VM's state forbids.
-fn busy(name: &str, state: VmState, what: &str) -> HostError {
+pub(super) fn busy(name: &str, state: VmState, what: &str) -> HostError {
     let advice = match state {
         VmState::Running => "shut it down, turn it off or save it first",
         VmState::Paused => "resume it and shut it down, or turn it off or save it first",
@@ -111,6 +111,7 @@ impl Service {
             c.vm.machine = Some(m);
             changed.push("machine type");
         }
+        let old_nics = c.vm.nics.clone();
         if let Some(nics) = set.nics {
             self.check_nic_switches(&nics)?;
             c.vm.nics = self.assign_macs(name, &c.vm.nics, nics)?;
@@ -118,6 +119,17 @@ impl Service {
         }
         validate::config(&c.vm, &self.others(name))?;
         self.home.save(&c)?;
+        let gone: Vec<_> = old_nics
+            .into_iter()
+            .filter(|o| {
+                !c.vm
+                    .nics
+                    .iter()
+                    .any(|n| n.mac == o.mac && n.switch == o.switch)
+            })
+            .collect();
+        self.release_leases(name, &gone, user);
+        self.firewall_after_change(name, user);
         self.events.log(
             Code::VmChanged,
             Some(name),
@@ -129,7 +141,7 @@ impl Service {
 
     /// The new adapters with their MACs: given ones checked, missing ones kept by position
     /// (an adapter keeps its MAC for the VM's life) or assigned unique on the host.
-    fn assign_macs(
+    pub(super) fn assign_macs(
         &self,
         name: &str,
         old: &[NicSpec],
@@ -157,6 +169,7 @@ impl Service {
                 n.mac = Some(m);
             }
         }
+        validate::assign_slots(&mut nics, old);
         Ok(nics)
     }
 
@@ -183,6 +196,7 @@ impl Service {
         let dir = self.home.vm_dir(name);
         std::fs::remove_dir_all(&dir).map_err(|e| HostError::io(&dir, "delete", e))?;
         self.release_leases(name, &c.vm.nics, user);
+        self.firewall_after_change(name, user);
         let _ = std::fs::remove_dir_all(self.home.run_dir(&c.id));
         let kept = if delete_disks {
             format!("disks deleted: {}", removed.join(", "))

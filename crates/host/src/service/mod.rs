@@ -4,7 +4,11 @@
 //! transitional state after its worker died.
 
 mod dhcp;
+mod firewall;
 mod lifecycle;
+mod nics;
+mod switch_edit;
+mod switch_plan;
 mod switches;
 mod validate;
 
@@ -14,8 +18,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use strata_api::{
-    Accelerator, CreateSwitch, CreateVm, DiskInfo, Event, HostInfo, NicInfo, SetVm, StopVmsReport,
-    SwitchInfo, VmDetails, VmState, VmSummary,
+    Accelerator, CreateSwitch, CreateVm, DiskInfo, Event, HostInfo, NicInfo, NicSpec, PortForward,
+    Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo, VmDetails, VmState,
+    VmSummary,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -87,6 +92,22 @@ pub enum Command {
     CreateSwitch(CreateSwitch),
     /// Delete a virtual switch (refused while NICs use it).
     DeleteSwitch(String),
+    /// Change a switch's settings.
+    SetSwitch(String, SetSwitch),
+    /// Reserve an address on a switch for a MAC.
+    Reserve(String, Reservation),
+    /// Remove a MAC's reservation on a switch.
+    Unreserve(String, String),
+    /// Add a NAT port forward to a switch.
+    AddForward(String, PortForward),
+    /// Remove a switch's port forward of (protocol, host port).
+    RemoveForward(String, Proto, u16),
+    /// Add a network adapter to a VM (also while it runs).
+    AddNic(String, NicSpec),
+    /// Change a VM's network adapter (by index or MAC).
+    SetNic(String, String, SetNic),
+    /// Remove a VM's network adapter (by index or MAC).
+    RemoveNic(String, String),
 }
 
 impl Command {
@@ -107,6 +128,14 @@ impl Command {
             Self::StopVms => "StopVms",
             Self::CreateSwitch(_) => "CreateSwitch",
             Self::DeleteSwitch(_) => "DeleteSwitch",
+            Self::SetSwitch(..) => "SetSwitch",
+            Self::Reserve(..) => "Reserve",
+            Self::Unreserve(..) => "Unreserve",
+            Self::AddForward(..) => "AddForward",
+            Self::RemoveForward(..) => "RemoveForward",
+            Self::AddNic(..) => "AddNic",
+            Self::SetNic(..) => "SetNic",
+            Self::RemoveNic(..) => "RemoveNic",
         }
     }
 
@@ -123,8 +152,18 @@ impl Command {
             | Self::Pause(n)
             | Self::Resume(n)
             | Self::Save(n)
-            | Self::DiscardSaved(n) => Some(n),
-            Self::StopVms | Self::CreateSwitch(_) | Self::DeleteSwitch(_) => None,
+            | Self::DiscardSaved(n)
+            | Self::AddNic(n, _)
+            | Self::SetNic(n, ..)
+            | Self::RemoveNic(n, _) => Some(n),
+            Self::StopVms
+            | Self::CreateSwitch(_)
+            | Self::DeleteSwitch(_)
+            | Self::SetSwitch(..)
+            | Self::Reserve(..)
+            | Self::Unreserve(..)
+            | Self::AddForward(..)
+            | Self::RemoveForward(..) => None,
         }
     }
 }
@@ -216,6 +255,7 @@ impl Service {
 
     fn run(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
         let vm = |name: &str| self.show(name).map(|d| Reply::Vm(Box::new(d)));
+        let sw = |name: &str| self.switch(name).map(|s| Reply::Switch(Box::new(s)));
         match cmd {
             Command::Create(spec) => self.create(spec, user).and_then(|n| vm(&n)),
             Command::Set(name, set) => self.set(&name, set, user).and_then(|()| vm(&name)),
@@ -253,6 +293,26 @@ impl Service {
                 .and_then(|n| self.switch(&n))
                 .map(|s| Reply::Switch(Box::new(s))),
             Command::DeleteSwitch(name) => self.delete_switch(&name, user).map(|()| Reply::Deleted),
+            Command::SetSwitch(name, set) => {
+                self.set_switch(&name, set, user).and_then(|()| sw(&name))
+            }
+            Command::Reserve(name, r) => self.reserve(&name, r, user).and_then(|()| sw(&name)),
+            Command::Unreserve(name, mac) => {
+                self.unreserve(&name, &mac, user).and_then(|()| sw(&name))
+            }
+            Command::AddForward(name, f) => {
+                self.add_forward(&name, f, user).and_then(|()| sw(&name))
+            }
+            Command::RemoveForward(name, proto, port) => self
+                .remove_forward(&name, proto, port, user)
+                .and_then(|()| sw(&name)),
+            Command::AddNic(name, spec) => self.add_nic(&name, spec, user).and_then(|()| vm(&name)),
+            Command::SetNic(name, nic, set) => self
+                .set_nic(&name, &nic, set, user)
+                .and_then(|()| vm(&name)),
+            Command::RemoveNic(name, nic) => {
+                self.remove_nic(&name, &nic, user).and_then(|()| vm(&name))
+            }
         }
     }
 
@@ -386,6 +446,23 @@ impl Service {
         let vm = c.vm;
         let active = st.state.is_active();
         let sockets = crate::qemu::Sockets::new(&self.home.run_dir(&c.id));
+        let nics = vm
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NicInfo {
+                model: n.model,
+                mac: n.mac.clone().unwrap_or_default(),
+                switch: n.switch.clone(),
+                connected: n.connected,
+                mac_spoofing: n.mac_spoofing,
+                dhcp_guard: n.dhcp_guard,
+                router_guard: n.router_guard,
+                vlan: n.vlan,
+                bandwidth_limit: n.bandwidth_limit,
+                tap: n.switch.as_ref().map(|_| firewall::tap_of(&c.id, i, n)),
+            })
+            .collect();
         Ok(VmDetails {
             name: vm.name,
             state: st.state,
@@ -403,15 +480,7 @@ impl Service {
                 })
                 .collect(),
             cdrom: vm.cdrom,
-            nics: vm
-                .nics
-                .iter()
-                .map(|n| NicInfo {
-                    model: n.model,
-                    mac: n.mac.clone().unwrap_or_default(),
-                    switch: n.switch.clone(),
-                })
-                .collect(),
+            nics,
             console_socket: (active && vm.com_ports.iter().all(|p| p.port != 1))
                 .then(|| sockets.console.display().to_string()),
             com_ports: vm.com_ports,
@@ -518,6 +587,7 @@ impl Service {
             self.qemu
                 .resolve_machine(spec.machine.as_deref().unwrap_or("pc"))?,
         );
+        validate::assign_slots(&mut spec.nics, &[]);
         self.check_nic_switches(&spec.nics)?;
         validate::config(&spec, &others)?;
         let config = VmConfig {
@@ -527,6 +597,7 @@ impl Service {
         };
         self.home.save(&config)?;
         status::write(&self.home.vm_dir(&config.vm.name), &Status::off())?;
+        self.firewall_after_change(&config.vm.name, user);
         self.events.log(
             Code::VmCreated,
             Some(&config.vm.name),

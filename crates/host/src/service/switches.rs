@@ -1,15 +1,16 @@
 //! Virtual switches: create, delete, list, show, and their bridges recreated at service start.
-//! A switch's kernel objects come from `strata-net` (a Linux bridge per switch, the host's
-//! address on an internal one); nothing is left half-made: a failed create removes what it made.
+//! A switch's kernel objects come from `strata-net` (a Linux bridge per switch and per VLAN in
+//! use, the host's address on an internal one, the host adapter an external one enslaves);
+//! nothing is left half-made: a failed create removes what it made.
 
 use std::net::Ipv4Addr;
 
 use strata_api::{CreateSwitch, SwitchInfo, SwitchPort, SwitchType};
 use strata_net::link;
-use strata_net::subnet::Subnet;
 use strata_net::{NetError, NetErrorKind};
 
-use super::{validate, Service};
+use super::switch_plan::{plan, Plan};
+use super::Service;
 use crate::error::{ErrorKind, HostError};
 use crate::events::Code;
 use crate::switch_store::SwitchConfig;
@@ -27,85 +28,39 @@ pub(crate) fn net_error(e: NetError) -> HostError {
     HostError::new(kind, e.to_string())
 }
 
-/// What a switch's settings mean: its subnet and the host's address on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Plan {
-    pub subnet: Subnet,
-    pub host: Option<Ipv4Addr>,
-}
-
-/// Checks a new switch against the others: a valid subnet that overlaps none of theirs, the
-/// host's address (internal switches only) inside it, a DHCP range inside it, DNS addresses.
-pub(crate) fn plan(spec: &CreateSwitch, others: &[SwitchConfig]) -> Result<Plan, HostError> {
-    validate::object_name("switch", &spec.name)?;
-    let (subnet, given) = Subnet::parse(&spec.subnet).map_err(net_error)?;
-    let host = match (spec.kind, &spec.host_address, given) {
-        (SwitchType::Private, Some(_), _) | (SwitchType::Private, None, Some(_)) => {
-            return Err(HostError::invalid(format!(
-                "switch '{}' is private: the host has no address on it (give the subnet as {subnet})",
-                spec.name
-            )))
-        }
-        (SwitchType::Private, None, None) => None,
-        (SwitchType::Internal, Some(a), _) => Some(address("host address", a)?),
-        (SwitchType::Internal, None, g) => Some(g.unwrap_or_else(|| subnet.nth(1))),
+/// An external switch's host adapter: it must exist, be on no other bridge, and carry no IPv4
+/// address (enslaving it would take that address from the host; Strata never moves a host's
+/// addresses or routes behind its back).
+fn check_host_nic(nic: &str, bridge: &str) -> Result<(), HostError> {
+    let Some(state) = link::port_state(nic).map_err(net_error)? else {
+        return Err(HostError::not_found(format!(
+            "host network adapter '{nic}' does not exist (`ip link` lists them)"
+        )));
     };
-    if let Some(h) = host.filter(|h| !subnet.contains_host(*h)) {
-        return Err(HostError::invalid(format!(
-            "host address {h} is not a host address of the subnet {subnet}"
+    if let Some(other) = state.controller.filter(|c| c != bridge) {
+        return Err(HostError::conflict(format!(
+            "host network adapter '{nic}' already belongs to bridge {other}"
         )));
     }
-    for o in others {
-        let Ok((theirs, _)) = Subnet::parse(&o.switch.subnet) else {
-            continue;
-        };
-        if theirs.overlaps(&subnet) {
-            return Err(HostError::conflict(format!(
-                "subnet {subnet} overlaps switch '{}''s subnet {theirs}",
-                o.switch.name
-            )));
-        }
-    }
-    if let Some(range) = &spec.dhcp_range {
-        dhcp_range(range, &subnet)?;
-    }
-    for d in &spec.dns {
-        address("DNS server", d)?;
-    }
-    if !(60..=30 * 86400).contains(&spec.lease_secs) {
-        return Err(HostError::invalid(format!(
-            "lease time {} s: choose 60 s to 30 days",
-            spec.lease_secs
+    if !state.ipv4.is_empty() {
+        return Err(HostError::conflict(format!(
+            "host network adapter '{nic}' has the host's address {}: bridging it would take that address away; use an adapter dedicated to VMs, or move the address off it first",
+            state.ipv4.join(", ")
         )));
     }
-    Ok(Plan { subnet, host })
-}
-
-fn address(what: &str, text: &str) -> Result<Ipv4Addr, HostError> {
-    text.parse()
-        .map_err(|_| HostError::invalid(format!("{what} '{text}': not an IPv4 address")))
-}
-
-/// A DHCP range `A-B` inside `subnet`.
-pub(crate) fn dhcp_range(text: &str, subnet: &Subnet) -> Result<(Ipv4Addr, Ipv4Addr), HostError> {
-    let bad = |why: String| HostError::invalid(format!("DHCP range '{text}': {why}"));
-    let (a, b) = text
-        .split_once('-')
-        .ok_or_else(|| bad("expected FIRST-LAST such as 10.10.0.100-10.10.0.200".into()))?;
-    let (a, b) = (
-        address("DHCP range", a.trim())?,
-        address("DHCP range", b.trim())?,
-    );
-    if !subnet.contains_host(a) || !subnet.contains_host(b) {
-        return Err(bad(format!("outside the subnet {subnet}")));
-    }
-    if u32::from(a) > u32::from(b) {
-        return Err(bad("the first address is after the last".into()));
-    }
-    Ok((a, b))
+    Ok(())
 }
 
 impl Service {
+    /// Every switch's settings (a damaged file is skipped: `switch show` names it).
+    pub(super) fn switch_configs(&self) -> Vec<SwitchConfig> {
+        self.home
+            .switch_names()
+            .iter()
+            .filter_map(|n| self.home.load_switch(n).ok())
+            .collect()
+    }
+
     pub(super) fn create_switch(
         &self,
         spec: CreateSwitch,
@@ -118,47 +73,76 @@ impl Service {
                 spec.name
             )));
         }
-        let others: Vec<SwitchConfig> = self
-            .home
-            .switch_names()
-            .iter()
-            .filter_map(|n| self.home.load_switch(n).ok())
-            .collect();
-        let plan = plan(&spec, &others)?;
+        let plan = plan(&spec, &self.switch_configs())?;
         let config = SwitchConfig {
             schema: crate::store::SCHEMA,
             id: uuid::Uuid::new_v4().simple().to_string(),
             switch: spec,
         };
         let bridge = link::bridge_name(&config.id);
+        if let Some(nic) = &config.switch.host_nic {
+            check_host_nic(nic, &bridge)?;
+        }
         self.home.save_switch(&config)?;
         if let Err(e) = self.bring_up(&config, &plan) {
-            let _ = link::delete(&bridge);
+            self.stop_dhcp(&config.switch.name);
+            self.tear_down(&config);
             let _ = self.home.remove_switch(&config.switch.name);
+            let _ = self.refresh_firewall();
             return Err(e);
         }
         let s = &config.switch;
+        let what = match (s.kind, &s.host_nic, plan.subnet) {
+            (_, Some(nic), _) => format!("external, bridging {nic}"),
+            (kind, _, Some(subnet)) => format!(
+                "{}, {subnet}, DHCP {}, NAT {}",
+                kind.as_str(),
+                on_off(s.dhcp_on()),
+                on_off(s.nat)
+            ),
+            (kind, None, None) => kind.as_str().to_string(),
+        };
         self.events.log(
             Code::SwitchCreated,
             None,
             user,
-            &format!(
-                "switch '{}' created ({:?}, {}, bridge {bridge}, DHCP {})",
-                s.name,
-                s.kind,
-                plan.subnet,
-                if s.dhcp { "on" } else { "off" }
-            ),
+            &format!("switch '{}' created ({what}, bridge {bridge})", s.name),
         );
+        self.warn_firewall(&config, user);
         Ok(config.switch.name)
     }
 
-    /// Makes the switch's bridge (and the host's address on it) and starts its DHCP server.
-    fn bring_up(&self, config: &SwitchConfig, plan: &Plan) -> Result<(), HostError> {
+    /// Makes the switch's bridge (the host's address on it, or its host adapter enslaved), its
+    /// firewall rules, and starts its DHCP server.
+    pub(super) fn bring_up(&self, config: &SwitchConfig, plan: &Plan) -> Result<(), HostError> {
         let bridge = link::bridge_name(&config.id);
-        let address = plan.host.map(|h| (h, plan.subnet.prefix));
+        let address = plan.host.zip(plan.subnet.map(|s| s.prefix));
         link::ensure_bridge(&bridge, address).map_err(net_error)?;
+        if let Some(nic) = &config.switch.host_nic {
+            check_host_nic(nic, &bridge)?;
+            link::attach(nic, &bridge).map_err(net_error)?;
+        }
+        self.refresh_firewall()?;
         self.start_dhcp(config, plan)
+    }
+
+    /// Removes the switch's kernel objects: its host adapter freed, its VLAN bridges and its
+    /// bridge deleted. Errors are reported, the rest still removed.
+    fn tear_down(&self, config: &SwitchConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        let bridge = link::bridge_name(&config.id);
+        if let Some(nic) = &config.switch.host_nic {
+            if let Err(e) = link::detach(nic) {
+                problems.push(e.to_string());
+            }
+        }
+        let vlans = link::vlan_bridges(&config.id).unwrap_or_default();
+        for b in vlans.iter().chain(std::iter::once(&bridge)) {
+            if let Err(e) = link::delete(b) {
+                problems.push(e.to_string());
+            }
+        }
+        problems
     }
 
     pub(super) fn delete_switch(&self, name: &str, user: &str) -> Result<(), HostError> {
@@ -176,16 +160,29 @@ impl Service {
             )));
         }
         self.stop_dhcp(name);
-        let bridge = link::bridge_name(&config.id);
-        link::delete(&bridge).map_err(net_error)?;
         self.home.remove_switch(name)?;
+        let mut problems = self.tear_down(&config);
+        if let Err(e) = self.refresh_firewall() {
+            problems.push(e.to_string());
+        }
+        let bridge = link::bridge_name(&config.id);
         self.events.log(
             Code::SwitchDeleted,
             None,
             user,
             &format!("switch '{name}' deleted (bridge {bridge})"),
         );
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(HostError::new(
+                ErrorKind::Internal,
+                format!(
+                    "switch '{name}' deleted, but the kernel refused some of its cleanup: {}",
+                    problems.join("; ")
+                ),
+            ))
+        }
     }
 
     /// The NICs connected to switch `name`.
@@ -203,6 +200,7 @@ impl Service {
                         vm: c.vm.name.clone(),
                         nic: i,
                         mac: n.mac.clone().unwrap_or_default(),
+                        vlan: n.vlan,
                     })
                     .collect::<Vec<_>>()
             })
@@ -222,40 +220,38 @@ impl Service {
     pub fn switch(&self, name: &str) -> Result<SwitchInfo, HostError> {
         let c = self.home.load_switch(name)?;
         let plan = plan(&c.switch, &[])?;
+        let warnings = self.firewall_warnings(&c);
+        let forwards = self.forward_infos(&c);
         let s = c.switch;
         Ok(SwitchInfo {
             bridge: link::bridge_name(&c.id),
             id: c.id,
             kind: s.kind,
-            subnet: plan.subnet.to_string(),
+            host_nic: s.host_nic.clone(),
+            subnet: plan.subnet.map(|s| s.to_string()),
             host_address: plan.host.map(|h| h.to_string()),
-            dhcp: s.dhcp,
-            dhcp_range: s.dhcp.then(|| self.effective_range(&s, &plan)),
+            dhcp: s.dhcp_on(),
+            dhcp_range: s.dhcp_on().then(|| effective_range(&s, &plan)).flatten(),
+            gateway: plan.gateway.map(|g| g.to_string()),
             dns: s.dns,
             lease_secs: s.lease_secs,
+            nat: s.nat,
+            vlan: s.vlan,
             notes: s.notes,
+            reservations: s.reservations,
+            forwards,
             ports: self.ports_of(&s.name),
             name: s.name,
+            warnings,
         })
     }
 
-    /// The range handed out: the one given, else from the 17th address to the last.
-    fn effective_range(&self, s: &CreateSwitch, plan: &Plan) -> String {
-        match &s.dhcp_range {
-            Some(r) => r.clone(),
-            None => {
-                let last = Ipv4Addr::from(u32::from(plan.subnet.broadcast()) - 1);
-                format!("{}-{last}", plan.subnet.nth(16))
-            }
-        }
-    }
-
     /// At service start: every switch's bridge is made again where it is missing (after a host
-    /// reboot) and its DHCP server started.
+    /// reboot), its firewall rules restored and its DHCP server started.
     pub fn restore_switches(&self) {
-        for name in self.home.switch_names() {
-            let result = self.home.load_switch(&name).and_then(|c| {
-                let plan = plan(&c.switch, &[])?;
+        for c in self.switch_configs() {
+            let name = c.switch.name.clone();
+            let result = plan(&c.switch, &[]).and_then(|plan| {
                 let bridge = link::bridge_name(&c.id);
                 let missing = !link::exists(&bridge).map_err(net_error)?;
                 self.bring_up(&c, &plan)?;
@@ -277,19 +273,36 @@ impl Service {
                 ),
             }
         }
+        if let Err(e) = self.refresh_firewall() {
+            self.events.log(
+                Code::SwitchRestored,
+                None,
+                "system",
+                &format!("Strata's firewall rules could not be restored: {e}"),
+            );
+        }
     }
 
-    /// Refuses NICs connected to switches that do not exist.
+    /// Refuses NICs connected to switches that do not exist, and VLANs an external switch cannot
+    /// carry.
     pub(super) fn check_nic_switches(&self, nics: &[strata_api::NicSpec]) -> Result<(), HostError> {
-        let names = self.home.switch_names();
         for (i, n) in nics.iter().enumerate() {
-            if let Some(s) = n
-                .switch
-                .as_deref()
-                .filter(|s| !names.iter().any(|x| x == s))
-            {
-                return Err(HostError::invalid(format!(
+            if let Some(v) = n.vlan {
+                super::switch_plan::vlan(v)?;
+            }
+            let Some(s) = n.switch.as_deref() else {
+                continue;
+            };
+            let config = self.home.load_switch(s).map_err(|_| {
+                HostError::invalid(format!(
                     "NIC {i}: no switch named '{s}' (`strata switch list` shows them)"
+                ))
+            })?;
+            let sw = &config.switch;
+            if sw.kind == SwitchType::External && n.vlan.is_some() && n.vlan != sw.vlan {
+                return Err(HostError::unsupported(format!(
+                    "NIC {i}: switch '{s}' is external and this host cannot tag VLAN {} onto its LAN (no 802.1Q): use the switch's own VLAN or an internal or private switch",
+                    n.vlan.unwrap_or_default()
                 )));
             }
         }
@@ -297,76 +310,20 @@ impl Service {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(name: &str, kind: SwitchType, subnet: &str) -> CreateSwitch {
-        CreateSwitch {
-            name: name.into(),
-            kind,
-            subnet: subnet.into(),
-            host_address: None,
-            dhcp: true,
-            dhcp_range: None,
-            dns: vec![],
-            lease_secs: 3600,
-            notes: String::new(),
-        }
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
     }
+}
 
-    fn config(s: CreateSwitch) -> SwitchConfig {
-        SwitchConfig {
-            schema: crate::store::SCHEMA,
-            id: "0".repeat(32),
-            switch: s,
-        }
+/// The range handed out: the one given, else from the 17th address to the last.
+fn effective_range(s: &CreateSwitch, plan: &Plan) -> Option<String> {
+    if let Some(r) = &s.dhcp_range {
+        return Some(r.clone());
     }
-
-    #[test]
-    fn an_internal_switch_gives_the_host_the_first_address_unless_told() {
-        let p = plan(&spec("lan", SwitchType::Internal, "10.10.0.0/24"), &[]).unwrap();
-        assert_eq!(p.host, Some(Ipv4Addr::new(10, 10, 0, 1)));
-        let p = plan(&spec("lan", SwitchType::Internal, "10.10.0.5/24"), &[]).unwrap();
-        assert_eq!(p.host, Some(Ipv4Addr::new(10, 10, 0, 5)));
-        let mut s = spec("lan", SwitchType::Internal, "10.10.0.0/24");
-        s.host_address = Some("10.10.1.1".into());
-        let e = plan(&s, &[]).unwrap_err();
-        assert!(
-            e.message.contains("not a host address of the subnet"),
-            "{e}"
-        );
-        let p = plan(&spec("p", SwitchType::Private, "10.20.0.0/24"), &[]).unwrap();
-        assert_eq!(p.host, None);
-        let e = plan(&spec("p", SwitchType::Private, "10.20.0.1/24"), &[]).unwrap_err();
-        assert!(e.message.contains("private"), "{e}");
-    }
-
-    #[test]
-    fn overlaps_ranges_and_settings_are_refused_by_name() {
-        let others = [config(spec("a", SwitchType::Internal, "10.10.0.0/16"))];
-        let e = plan(&spec("b", SwitchType::Private, "10.10.5.0/24"), &others).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Conflict);
-        assert!(e.message.contains("overlaps switch 'a'"), "{e}");
-        let mut s = spec("c", SwitchType::Private, "10.30.0.0/24");
-        s.dhcp_range = Some("10.30.0.200-10.30.1.5".into());
-        assert!(plan(&s, &[])
-            .unwrap_err()
-            .message
-            .contains("outside the subnet"));
-        s.dhcp_range = Some("10.30.0.200-10.30.0.100".into());
-        assert!(plan(&s, &[])
-            .unwrap_err()
-            .message
-            .contains("after the last"));
-        s.dhcp_range = None;
-        s.dns = vec!["dns.example".into()];
-        assert!(plan(&s, &[]).unwrap_err().message.contains("DNS server"));
-        s.dns = vec![];
-        s.lease_secs = 5;
-        assert!(plan(&s, &[]).unwrap_err().message.contains("lease time"));
-        s.lease_secs = 3600;
-        s.name = "bad name".into();
-        assert_eq!(plan(&s, &[]).unwrap_err().kind, ErrorKind::Invalid);
-    }
+    let subnet = plan.subnet?;
+    let last = Ipv4Addr::from(u32::from(subnet.broadcast()) - 1);
+    Some(format!("{}-{last}", subnet.nth(16)))
 }

@@ -27,6 +27,24 @@ pub fn name(name: &str) -> Result<(), HostError> {
     object_name("VM", name)
 }
 
+/// A host network interface's name as the kernel allows it: 1 to 15 bytes, no `/`, blank or
+/// `:` (and here only letters, digits, `-`, `_`, `.`, so it is safe wherever it goes).
+pub fn interface_name(name: &str) -> Result<(), HostError> {
+    let ok = (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid network interface name '{name}': 1 to 15 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
 /// Whether `name` is a valid name for a `what` (a VM, a switch).
 pub fn object_name(what: &str, name: &str) -> Result<(), HostError> {
     let ok = (1..=64).contains(&name.len())
@@ -72,12 +90,15 @@ pub fn mac(text: &str) -> Result<String, HostError> {
         })
         .flatten();
     match bytes {
+        Some(b) if b.iter().all(|x| *x == 0) => Err(HostError::conflict(format!(
+            "MAC address '{text}' is all zeros: no adapter may use it"
+        ))),
         Some(b) if b[0] & 1 == 0 => Ok(b
             .iter()
             .map(|x| format!("{x:02x}"))
             .collect::<Vec<_>>()
             .join(":")),
-        Some(_) => Err(invalid(format!(
+        Some(_) => Err(HostError::conflict(format!(
             "MAC address '{text}' is a multicast address: the first byte must be even"
         ))),
         None => Err(invalid(format!(
@@ -196,20 +217,52 @@ fn nics(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
     for n in &vm.nics {
         let m = mac(n.mac.as_deref().unwrap_or_default())?;
         if !macs.insert(m.clone()) {
-            return Err(invalid(format!("MAC address {m} is used twice in this VM")));
+            return Err(HostError::conflict(format!(
+                "MAC address {m} is used twice in this VM"
+            )));
         }
         if let Some(o) = others.iter().find(|o| {
             o.vm.nics
                 .iter()
                 .any(|x| x.mac.as_deref() == Some(m.as_str()))
         }) {
-            return Err(invalid(format!(
+            return Err(HostError::conflict(format!(
                 "MAC address {m} is already used by VM '{}'",
                 o.vm.name
             )));
         }
     }
+    let mut slots = HashSet::new();
+    for s in vm.nics.iter().filter_map(|n| n.slot) {
+        if usize::from(s) >= MAX_NICS || !slots.insert(s) {
+            return Err(invalid(format!(
+                "network adapter slot {s}: slots are 0 to {} and each is used once",
+                MAX_NICS - 1
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Gives each adapter without a slot one: the old adapter's at its position when free, else the
+/// first free slot.
+pub fn assign_slots(nics: &mut [strata_api::NicSpec], old: &[strata_api::NicSpec]) {
+    let mut used: HashSet<u8> = nics.iter().filter_map(|n| n.slot).collect();
+    for (i, n) in nics.iter_mut().enumerate() {
+        if n.slot.is_some() {
+            continue;
+        }
+        let kept = old
+            .get(i)
+            .and_then(|o| o.slot)
+            .filter(|s| !used.contains(s));
+        // MAX_NICS is 8: every slot fits a u8.
+        let free = (0..u8::try_from(MAX_NICS).unwrap_or(u8::MAX)).find(|s| !used.contains(s));
+        if let Some(s) = kept.or(free) {
+            used.insert(s);
+            n.slot = Some(s);
+        }
+    }
 }
 
 /// A MAC address not used on this host: `02:53:54` (locally administered, "ST") and three random
@@ -237,7 +290,8 @@ mod tests {
         vm.nics = vec![NicSpec {
             model: strata_api::NicModel::Virtio,
             mac: Some(mac.to_string()),
-            switch: None,
+            slot: None,
+            ..NicSpec::new(None)
         }];
         vm.disks = disk
             .map(|d| DiskSpec {
@@ -313,7 +367,8 @@ mod tests {
             NicSpec {
                 model: strata_api::NicModel::E1000,
                 mac: Some("02:53:54:00:00:01".into()),
-                switch: None,
+                slot: None,
+                ..NicSpec::new(None)
             };
             2
         ];

@@ -101,6 +101,10 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             shutdown(shared, user, *timeout_secs)
         }
         (Verb::Save, VmState::Running | VmState::Paused) => save(shared, user, state),
+        (
+            Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. },
+            VmState::Running | VmState::Paused,
+        ) => super::nics::execute(&shared.qmp, verb).map(|()| state),
         _ => Err(refuse(shared, verb, state)),
     }
 }

@@ -35,9 +35,10 @@ pub(super) fn is_legacy_reply(line: &str) -> bool {
     })
 }
 
-/// The old name of a verb ("stop" meant turn off there) and its timeout.
-fn op(verb: &Verb) -> (&'static str, u32) {
-    match verb {
+/// The old name of a verb ("stop" meant turn off there) and its timeout; none for verbs the old
+/// protocol lacked.
+fn op(verb: &Verb) -> Option<(&'static str, u32)> {
+    Some(match verb {
         Verb::Ping => ("ping", 0),
         Verb::Pause => ("pause", 0),
         Verb::Resume => ("resume", 0),
@@ -45,7 +46,8 @@ fn op(verb: &Verb) -> (&'static str, u32) {
         Verb::Shutdown { timeout_secs } => ("shutdown", *timeout_secs),
         Verb::TurnOff => ("stop", 0),
         Verb::Save => ("save", 0),
-    }
+        Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. } => return None,
+    })
 }
 
 /// Sends `verb` in the old shape; the old worker's refusals are conflicts, as they were.
@@ -55,7 +57,12 @@ pub(super) fn request(
     verb: &Verb,
     limit: Duration,
 ) -> Result<VmState, HostError> {
-    let (op, timeout_secs) = op(verb);
+    let (op, timeout_secs) = op(verb).ok_or_else(|| {
+        HostError::unsupported(format!(
+            "the VM's worker was started by an older Strata, which cannot {}: restart the VM (or save and start it) to do that while it runs",
+            verb.describe()
+        ))
+    })?;
     let req = LegacyRequest {
         op,
         user,

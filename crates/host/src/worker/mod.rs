@@ -15,6 +15,7 @@
 mod console;
 mod control;
 mod legacy;
+mod nics;
 pub mod protocol;
 pub mod saved;
 mod start;

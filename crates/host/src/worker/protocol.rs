@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_api::VmState;
+use strata_api::{NicModel, VmState};
 
 use crate::error::{ErrorKind, HostError};
 
@@ -40,6 +40,32 @@ pub enum Verb {
     TurnOff,
     /// Save the memory and device state, then end QEMU.
     Save,
+    /// Hot-add a network adapter: its backend (a tap, put on `bridge`, or the user-mode
+    /// network), then the device at its slot.
+    NicAdd {
+        /// The adapter's slot (device `nic<slot>`, PCI slot 0x18 + slot).
+        slot: u8,
+        /// virtio or e1000.
+        model: NicModel,
+        /// Its MAC.
+        mac: String,
+        /// The tap QEMU makes (none: the user-mode network).
+        tap: Option<String>,
+        /// The bridge the tap goes on before the device appears (none: left unconnected).
+        bridge: Option<String>,
+    },
+    /// Hot-remove the adapter of `slot` (the guest must let it go), then its backend.
+    NicRemove {
+        /// The adapter's slot.
+        slot: u8,
+    },
+    /// Plug or unplug the adapter's virtual cable (the guest sees the link go up or down).
+    NicLink {
+        /// The adapter's slot.
+        slot: u8,
+        /// Link up.
+        up: bool,
+    },
 }
 
 impl Verb {
@@ -53,6 +79,9 @@ impl Verb {
             Self::Shutdown { .. } => "shut it down",
             Self::TurnOff => "turn it off",
             Self::Save => "save its state",
+            Self::NicAdd { .. } => "add a network adapter",
+            Self::NicRemove { .. } => "remove a network adapter",
+            Self::NicLink { .. } => "change a network adapter's link",
         }
     }
 

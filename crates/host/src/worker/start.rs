@@ -253,7 +253,7 @@ fn launch_vm(
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;
     }
-    connect_nics(&p.home, &p.config)?;
+    connect_nics(&p.home, &p.config, &shared.qmp)?;
     if args.restore {
         restore(&shared)?;
     }
@@ -265,18 +265,23 @@ fn launch_vm(
     Ok((shared, disks))
 }
 
-/// Puts each NIC's tap (made by QEMU) on its switch's bridge, before the guest runs.
-fn connect_nics(home: &Home, config: &VmConfig) -> Result<(), HostError> {
+/// Puts each NIC's tap (made by QEMU) on its switch's bridge (or its VLAN's) with its bandwidth
+/// limit, and unplugs the cable of disconnected ones, before the guest runs.
+fn connect_nics(home: &Home, config: &VmConfig, qmp: &crate::qmp::Qmp) -> Result<(), HostError> {
     for (i, n) in config.vm.nics.iter().enumerate() {
+        let slot = n.slot.map_or(i, usize::from);
+        if !n.connected {
+            qmp.execute(
+                "set_link",
+                Some(serde_json::json!({ "name": format!("nic{slot}"), "up": false })),
+            )?;
+        }
         let Some(switch) = &n.switch else {
             continue;
         };
-        let sw = home.load_switch(switch)?;
-        let bridge = strata_net::link::bridge_name(&sw.id);
-        let tap = strata_net::link::tap_name(&config.id, i);
-        strata_net::link::attach(&tap, &bridge).map_err(|e| {
-            crate::service::net_error(e).context(format_args!("NIC {i} on switch '{switch}'"))
-        })?;
+        let tap = strata_net::link::tap_name(&config.id, slot);
+        crate::ports::plug(home, &tap, n)
+            .map_err(|e| e.context(format_args!("NIC {i} on switch '{switch}'")))?;
     }
     Ok(())
 }

@@ -1,0 +1,106 @@
+//! Network adapters of a running VM, through QMP: hot-add (the backend, its tap on the bridge,
+//! then the device at its fixed PCI slot), hot-remove (the guest must let the device go before
+//! its backend is deleted), and the virtual cable (`set_link`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::protocol::Verb;
+use crate::error::{ErrorKind, HostError};
+use crate::qmp::Qmp;
+
+/// How long a guest gets to let a removed adapter go (ACPI hot-plug).
+const RELEASE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Carries out a NIC verb.
+pub(super) fn execute(qmp: &Qmp, verb: &Verb) -> Result<(), HostError> {
+    match verb {
+        Verb::NicAdd {
+            slot,
+            model,
+            mac,
+            tap,
+            bridge,
+        } => add(
+            qmp,
+            *slot,
+            crate::qemu::nic_model(*model),
+            mac,
+            tap.as_deref(),
+            bridge.as_deref(),
+        ),
+        Verb::NicRemove { slot } => remove(qmp, *slot),
+        Verb::NicLink { slot, up } => qmp
+            .execute(
+                "set_link",
+                Some(json!({ "name": format!("nic{slot}"), "up": up })),
+            )
+            .map(drop),
+        _ => Err(HostError::internal("not a network adapter request")),
+    }
+}
+
+fn add(
+    qmp: &Qmp,
+    slot: u8,
+    model: &str,
+    mac: &str,
+    tap: Option<&str>,
+    bridge: Option<&str>,
+) -> Result<(), HostError> {
+    let netdev = format!("net{slot}");
+    let backend = match tap {
+        Some(t) => {
+            json!({ "id": netdev, "type": "tap", "ifname": t, "script": "no", "downscript": "no" })
+        }
+        None => json!({ "id": netdev, "type": "user", "restrict": true }),
+    };
+    qmp.execute("netdev_add", Some(backend))?;
+    let undo = |e: HostError| {
+        let _ = qmp.execute("netdev_del", Some(json!({ "id": netdev })));
+        e
+    };
+    if let (Some(t), Some(b)) = (tap, bridge) {
+        strata_net::link::attach(t, b).map_err(|e| undo(crate::service::net_error(e)))?;
+    }
+    let addr = format!("{:#x}", crate::qemu::NIC_PCI_BASE + usize::from(slot));
+    let device = json!({
+        "driver": model, "id": format!("nic{slot}"), "netdev": netdev, "mac": mac, "addr": addr,
+    });
+    qmp.execute("device_add", Some(device))
+        .map(drop)
+        .map_err(undo)
+}
+
+/// Whether the device `id` is still in the VM.
+fn present(qmp: &Qmp, id: &str) -> Result<bool, HostError> {
+    let list = qmp.execute("qom-list", Some(json!({ "path": "/machine/peripheral" })))?;
+    Ok(list.as_array().is_some_and(|items| {
+        items
+            .iter()
+            .any(|i| i.get("name").and_then(Value::as_str) == Some(id))
+    }))
+}
+
+fn remove(qmp: &Qmp, slot: u8) -> Result<(), HostError> {
+    let id = format!("nic{slot}");
+    if present(qmp, &id)? {
+        qmp.execute("device_del", Some(json!({ "id": id })))?;
+        let start = Instant::now();
+        while present(qmp, &id)? {
+            if start.elapsed() > RELEASE_LIMIT {
+                return Err(HostError::new(
+                    ErrorKind::Hung,
+                    format!(
+                        "the guest did not let network adapter {id} go within {} s (does it handle ACPI hot-plug?); it stays, and goes when the VM is turned off",
+                        RELEASE_LIMIT.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    qmp.execute("netdev_del", Some(json!({ "id": format!("net{slot}") })))
+        .map(drop)
+}
