@@ -281,6 +281,31 @@ impl Service {
                 &format!("Strata's firewall rules could not be restored: {e}"),
             );
         }
+        self.replug_taps();
+    }
+
+    /// Puts the taps of running VMs back on their bridges (a bridge made again by
+    /// [`Service::restore_switches`] starts without ports), so their traffic flows on.
+    fn replug_taps(&self) {
+        for name in self.home.names() {
+            let Ok(c) = self.home.load(&name) else {
+                continue;
+            };
+            for (i, n) in c.vm.nics.iter().enumerate() {
+                let tap = super::firewall::tap_of(&c.id, i, n);
+                if n.switch.is_none() || !link::exists(&tap).unwrap_or(false) {
+                    continue;
+                }
+                if let Err(e) = crate::ports::plug(&self.home, &tap, n) {
+                    self.events.log(
+                        Code::SwitchRestored,
+                        Some(&name),
+                        "system",
+                        &format!("NIC {i}'s tap {tap} could not be put back on its switch: {e}"),
+                    );
+                }
+            }
+        }
     }
 
     /// Refuses NICs connected to switches that do not exist, and VLANs an external switch cannot

@@ -5,6 +5,10 @@
 mod api;
 mod guests;
 mod net;
+mod net_guards;
+mod net_nat;
+mod net_nic;
+mod netlab;
 mod service;
 
 use std::path::Path;
