@@ -93,3 +93,101 @@ fn a_private_switch_with_guards_and_vlans() {
         "{links}"
     );
 }
+
+#[test]
+fn an_external_switch_puts_a_guest_on_the_lan_of_a_host_adapter() {
+    let h = Host::in_netns();
+    // The "LAN": a namespace at the end of a veth, with its own DHCP server (busybox udhcpd).
+    let lan = super::netlab::Netns::new("l");
+    lan.link(&h, "stx-nic", None, "stx-lan", "192.0.2.1/24");
+    let conf = h.home().join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 192.0.2.100\nend 192.0.2.110\ninterface stx-lan\nlease_file {}\nopt router 192.0.2.1\nopt subnet 255.255.255.0\n",
+            h.home().join("udhcpd.leases").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(h.home().join("udhcpd.leases"), b"").unwrap();
+    lan.sh(&format!("busybox udhcpd {}", conf.display()));
+
+    // Refused: no such adapter, an adapter with the host's address, a subnet on an external.
+    let err = h.fails(&[
+        "switch",
+        "create",
+        "x",
+        "--type",
+        "external",
+        "--host-nic",
+        "nosuch0",
+    ]);
+    assert!(err.contains("'nosuch0' does not exist"), "{err}");
+    h.ns_sh("ip link add stx-addr type veth peer name stx-addrp && ip addr add 203.0.113.5/24 dev stx-addr");
+    let err = h.fails(&[
+        "switch",
+        "create",
+        "x",
+        "--type",
+        "external",
+        "--host-nic",
+        "stx-addr",
+    ]);
+    assert!(
+        err.contains("has the host's address 203.0.113.5/24"),
+        "{err}"
+    );
+    let sw = h.json(&[
+        "switch",
+        "create",
+        "ext",
+        "--type",
+        "external",
+        "--host-nic",
+        "stx-nic",
+        "--json",
+    ]);
+    assert_eq!(
+        (sw["dhcp"].as_bool(), sw["subnet"].as_str()),
+        (Some(false), None),
+        "{sw}"
+    );
+    let bridge = sw["bridge"].as_str().unwrap().to_string();
+    let shown = h.ns_sh("ip -d link show dev stx-nic");
+    assert!(shown.contains(&format!("master {bridge}")), "{shown}");
+    let err = h.fails(&[
+        "switch",
+        "create",
+        "y",
+        "--type",
+        "external",
+        "--host-nic",
+        "stx-nic",
+    ]);
+    assert!(err.contains("already belongs to switch 'ext'"), "{err}");
+
+    // The guest's address comes from the LAN's server, not from Strata.
+    let g = shell_guest(&h, "g");
+    vm_create(&h, "a", &g, &["--nic", "virtio:ext"]);
+    h.ok(&["vm", "start", "a"]);
+    let ip = h.lease_of("a", "eth0");
+    assert!(ip.starts_with("192.0.2.1"), "{}", h.console("a"));
+    assert!(h.console("a").contains("router=192.0.2.1"));
+    h.wait_console("a", "READY", T);
+    assert!(
+        h.guest_runs("a", "lan", "ping -c 2 -W 2 192.0.2.1"),
+        "{}",
+        h.console("a")
+    );
+    let leases = h.json(&["switch", "leases", "ext", "--json"]);
+    assert_eq!(leases.as_array().map(Vec::len), Some(0), "{leases}");
+
+    h.ok(&["vm", "stop", "a"]);
+    h.ok(&["vm", "delete", "a"]);
+    h.ok(&["switch", "delete", "ext"]);
+    // The adapter is the host's again, and the bridge is gone.
+    let shown = h.ns_sh("ip -d link show dev stx-nic");
+    assert!(!shown.contains("master"), "{shown}");
+    let (_, links) = h.in_ns(&["ip", "-br", "link"]);
+    assert!(!links.contains(&bridge), "{links}");
+}
