@@ -167,9 +167,10 @@ fn check_operations(spec: &Value) -> Vec<String> {
             problems.push(format!("{at}: no responses"));
             continue;
         };
+        // Deleting a part of a switch or VM (a reservation, a forward, a NIC) replies 200 with it.
         let expected = match (method.as_str(), path.as_str()) {
             ("POST", "/v1/vms" | "/v1/switches") => "201",
-            ("DELETE", _) => "204",
+            ("DELETE", "/v1/vms/{name}" | "/v1/switches/{name}") => "204",
             _ => "200",
         };
         let success: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
@@ -231,6 +232,158 @@ fn check_query(spec: &Value, method: &str, path: &str, type_name: &str) -> Vec<S
         &names,
         &fields,
     ));
+    problems
+}
+
+/// A request body: its schema, and whether it is required.
+type RequestBody = Option<(&'static str, bool)>;
+
+/// Every route's request body and success reply: (method, path, request body schema and whether
+/// it is required, success reply schema). `[X]` is an array of `X`, `text` plain text, `-` none.
+const BODIES: &[(&str, &str, RequestBody, &str)] = &[
+    ("GET", "/v1/host", None, "HostInfo"),
+    ("POST", "/v1/host/stop-vms", None, "StopVmsReport"),
+    ("GET", "/v1/vms", None, "[VmSummary]"),
+    ("POST", "/v1/vms", Some(("CreateVm", true)), "VmDetails"),
+    ("GET", "/v1/vms/{name}", None, "VmDetails"),
+    (
+        "PATCH",
+        "/v1/vms/{name}",
+        Some(("SetVm", true)),
+        "VmDetails",
+    ),
+    ("DELETE", "/v1/vms/{name}", None, "-"),
+    (
+        "POST",
+        "/v1/vms/{name}/{action}",
+        Some(("ShutdownRequest", false)),
+        "VmDetails",
+    ),
+    ("GET", "/v1/vms/{name}/console", None, "text"),
+    (
+        "POST",
+        "/v1/vms/{name}/nics",
+        Some(("NicSpec", true)),
+        "VmDetails",
+    ),
+    (
+        "PATCH",
+        "/v1/vms/{name}/nics/{nic}",
+        Some(("SetNic", true)),
+        "VmDetails",
+    ),
+    ("DELETE", "/v1/vms/{name}/nics/{nic}", None, "VmDetails"),
+    ("GET", "/v1/events", None, "[Event]"),
+    ("GET", "/v1/switches", None, "[SwitchInfo]"),
+    (
+        "POST",
+        "/v1/switches",
+        Some(("CreateSwitch", true)),
+        "SwitchInfo",
+    ),
+    ("GET", "/v1/switches/{name}", None, "SwitchInfo"),
+    ("DELETE", "/v1/switches/{name}", None, "-"),
+    (
+        "PATCH",
+        "/v1/switches/{name}",
+        Some(("SetSwitch", true)),
+        "SwitchInfo",
+    ),
+    ("GET", "/v1/switches/{name}/leases", None, "[Lease]"),
+    (
+        "POST",
+        "/v1/switches/{name}/reservations",
+        Some(("Reservation", true)),
+        "SwitchInfo",
+    ),
+    (
+        "DELETE",
+        "/v1/switches/{name}/reservations/{mac}",
+        None,
+        "SwitchInfo",
+    ),
+    (
+        "POST",
+        "/v1/switches/{name}/forwards",
+        Some(("PortForward", true)),
+        "SwitchInfo",
+    ),
+    (
+        "DELETE",
+        "/v1/switches/{name}/forwards/{proto}/{port}",
+        None,
+        "SwitchInfo",
+    ),
+];
+
+/// The request body and success reply of each operation are those of [`BODIES`].
+fn check_bodies(spec: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let listed: BTreeSet<String> = BODIES.iter().map(|(m, p, ..)| format!("{m} {p}")).collect();
+    let code: BTreeSet<String> = ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
+    problems.extend(differences_with(
+        "routes of this test's BODIES",
+        &listed,
+        &code,
+        "strata_api::ROUTES",
+    ));
+    let ops = operations(spec);
+    for (method, path, request, reply) in BODIES {
+        let at = format!("{method} {path}");
+        let Some((_, _, _, op)) = ops.iter().find(|(m, p, _, _)| m == method && p == path) else {
+            problems.push(format!("{at}: no such operation"));
+            continue;
+        };
+        // The body's `required` and `content` (a description may come with them).
+        let body = op.get("requestBody").map(|b| {
+            json!({
+                "required": b.get("required").unwrap_or(&Value::Null),
+                "content": b.get("content").unwrap_or(&Value::Null),
+            })
+        });
+        let expected_body = request.map(|(name, required)| {
+            json!({
+                "required": required,
+                "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{name}")}}}
+            })
+        });
+        if body != expected_body {
+            problems.push(format!(
+                "{at}: request body {}, expected {}",
+                body.unwrap_or(Value::Null),
+                expected_body.unwrap_or(Value::Null)
+            ));
+        }
+        let success = op
+            .get("responses")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .find(|(c, _)| c.starts_with('2'))
+            .map(|(_, r)| r.get("content"));
+        let schema = |name: &str| json!({"$ref": format!("{SCHEMAS}{name}")});
+        let expected_content = match *reply {
+            "-" => None,
+            "text" => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
+            r => Some(
+                match r.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                    Some(item) => {
+                        json!({"application/json": {"schema": {"type": "array", "items": schema(item)}}})
+                    }
+                    None => json!({"application/json": {"schema": schema(r)}}),
+                },
+            ),
+        };
+        if let Some(content) = success {
+            if content != expected_content.as_ref() {
+                problems.push(format!(
+                    "{at}: success reply {}, expected {}",
+                    content.unwrap_or(&Value::Null),
+                    expected_content.unwrap_or(Value::Null)
+                ));
+            }
+        }
+    }
     problems
 }
 
@@ -429,6 +582,48 @@ fn com() -> ComPort {
     }
 }
 
+fn nic_info() -> NicInfo {
+    NicInfo {
+        model: NicModel::E1000,
+        mac: s("02:53:54:0a:0b:0c"),
+        switch: Some(s("lan")),
+        connected: false,
+        mac_spoofing: true,
+        dhcp_guard: true,
+        router_guard: true,
+        vlan: Some(42),
+        bandwidth_limit: Some(100_000_000),
+        tap: Some(s("stt-0f8e6a1c-0")),
+    }
+}
+
+/// A NIC spec with every setting away from its default, so that serde writes every field.
+fn nic_spec() -> NicSpec {
+    NicSpec {
+        model: NicModel::E1000,
+        mac: Some(s("02:53:54:0a:0b:0c")),
+        connected: false,
+        mac_spoofing: true,
+        dhcp_guard: true,
+        router_guard: true,
+        vlan: Some(42),
+        bandwidth_limit: Some(100_000_000),
+        slot: Some(3),
+        ..NicSpec::new(Some("lan"))
+    }
+}
+
+fn forward() -> PortForward {
+    PortForward {
+        proto: Proto::Udp,
+        host_port: 8053,
+        vm: Some(s("web-1")),
+        nic: 1,
+        address: Some(s("10.10.0.40")),
+        port: 53,
+    }
+}
+
 fn details() -> VmDetails {
     VmDetails {
         name: s("web-1"),
@@ -443,11 +638,7 @@ fn details() -> VmDetails {
             bus: DiskBus::Ide,
         }],
         cdrom: Some(s("/iso/install.iso")),
-        nics: vec![NicInfo {
-            model: NicModel::E1000,
-            mac: s("02:53:54:0a:0b:0c"),
-            switch: Some(s("lan")),
-        }],
+        nics: vec![nic_info()],
         com_ports: vec![com()],
         kernel: Some(kernel()),
         accelerator: Accelerator::Kvm,
@@ -478,11 +669,7 @@ fn cases() -> Vec<Case> {
             bus: DiskBus::Ide,
         }],
         cdrom: Some(s("/iso/install.iso")),
-        nics: vec![NicSpec {
-            model: NicModel::E1000,
-            mac: Some(s("02:53:54:0a:0b:0c")),
-            switch: Some(s("lan")),
-        }],
+        nics: vec![nic_spec()],
         com_ports: vec![com()],
         kernel: Some(kernel()),
         accelerator: Accelerator::Tcg,
@@ -502,11 +689,7 @@ fn cases() -> Vec<Case> {
             bus: DiskBus::Virtio,
         }]),
         cdrom: Some(String::new()),
-        nics: Some(vec![NicSpec {
-            model: NicModel::Virtio,
-            mac: None,
-            switch: None,
-        }]),
+        nics: Some(vec![NicSpec::new(None)]),
         com_ports: Some(vec![com()]),
         accelerator: Some(Accelerator::Kvm),
         machine: Some(s("pc")),
@@ -567,20 +750,37 @@ fn cases() -> Vec<Case> {
         vm: s("web-1"),
         nic: 0,
         mac: s("02:53:54:0a:0b:0c"),
+        vlan: Some(42),
+    };
+    let reservation = Reservation {
+        mac: s("02:53:54:0a:0b:0c"),
+        ip: s("10.10.0.40"),
+    };
+    let forward_info = ForwardInfo {
+        forward: forward(),
+        to: Some(s("10.10.0.40")),
+        problem: Some(s("VM 'web-1' NIC 1 has no address yet")),
     };
     let switch = SwitchInfo {
         name: s("lan"),
         kind: SwitchType::Internal,
         id: s("0123456789abcdef0123456789abcdef"),
         bridge: s("stb-0123456789"),
-        subnet: s("10.10.0.0/24"),
+        host_nic: Some(s("eth1")),
+        subnet: Some(s("10.10.0.0/24")),
         host_address: Some(s("10.10.0.1")),
         dhcp: true,
         dhcp_range: Some(s("10.10.0.16-10.10.0.254")),
+        gateway: Some(s("10.10.0.1")),
         dns: vec![s("10.10.0.1")],
         lease_secs: 3600,
+        nat: true,
+        vlan: Some(7),
         notes: String::new(),
+        reservations: vec![reservation.clone()],
+        forwards: vec![forward_info.clone()],
         ports: vec![port.clone()],
+        warnings: vec![s("the forward chain of table 'filter' drops by default")],
     };
     let lease = Lease {
         mac: s("02:53:54:0a:0b:0c"),
@@ -606,18 +806,7 @@ fn cases() -> Vec<Case> {
                 bus: DiskBus::default(),
             },
         ),
-        case(
-            &NicSpec {
-                model: NicModel::E1000,
-                mac: Some(s("02:53:54:00:00:01")),
-                switch: Some(s("lan")),
-            },
-            &NicSpec {
-                model: NicModel::default(),
-                mac: None,
-                switch: None,
-            },
-        ),
+        case(&nic_spec(), &NicSpec::new(None)),
         case(&com(), &com()),
         case(
             &kernel(),
@@ -639,15 +828,18 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            &nic_info(),
             &NicInfo {
                 model: NicModel::Virtio,
-                mac: s("02:53:54:00:00:01"),
-                switch: Some(s("lan")),
-            },
-            &NicInfo {
-                model: NicModel::E1000,
-                mac: s("02:53:54:00:00:02"),
                 switch: None,
+                connected: true,
+                mac_spoofing: false,
+                dhcp_guard: false,
+                router_guard: false,
+                vlan: None,
+                bandwidth_limit: None,
+                tap: None,
+                ..nic_info()
             },
         ),
         case(&details(), &minimal_details),
@@ -691,32 +883,81 @@ fn cases() -> Vec<Case> {
             &CreateSwitch {
                 name: s("lan"),
                 kind: SwitchType::Internal,
-                subnet: s("10.10.0.0/24"),
+                subnet: Some(s("10.10.0.0/24")),
+                host_nic: Some(s("eth1")),
                 host_address: Some(s("10.10.0.1")),
-                dhcp: false,
+                dhcp: Some(false),
                 dhcp_range: Some(s("10.10.0.100-10.10.0.200")),
+                gateway: Some(s("10.10.0.254")),
                 dns: vec![s("10.10.0.1")],
                 lease_secs: 600,
+                nat: true,
+                vlan: Some(7),
                 notes: s("office"),
+                reservations: vec![reservation.clone()],
+                forwards: vec![forward()],
             },
-            &CreateSwitch {
-                name: s("lan"),
-                kind: SwitchType::Private,
-                subnet: s("10.20.0.0/24"),
-                host_address: None,
-                dhcp: true,
-                dhcp_range: None,
-                dns: vec![],
-                lease_secs: 3600,
-                notes: String::new(),
+            &CreateSwitch::new("lan", SwitchType::External, None),
+        ),
+        case(
+            &SetSwitch {
+                dhcp: Some(true),
+                dhcp_range: Some(String::new()),
+                gateway: Some(s("10.10.0.254")),
+                dns: Some(vec![s("1.1.1.1")]),
+                lease_secs: Some(86400),
+                nat: Some(false),
+                notes: Some(s("lab")),
+            },
+            &SetSwitch::default(),
+        ),
+        case(&reservation, &reservation),
+        case(
+            &forward(),
+            &PortForward {
+                proto: Proto::Tcp,
+                host_port: 8080,
+                vm: None,
+                nic: 0,
+                address: None,
+                port: 80,
             },
         ),
-        case(&port, &port),
+        case(
+            &forward_info,
+            &ForwardInfo {
+                forward: PortForward {
+                    vm: None,
+                    address: None,
+                    ..forward()
+                },
+                to: None,
+                problem: None,
+            },
+        ),
+        case(
+            &port,
+            &SwitchPort {
+                vlan: None,
+                ..port.clone()
+            },
+        ),
         case(
             &switch,
             &SwitchInfo {
+                kind: SwitchType::External,
+                host_nic: None,
+                subnet: None,
                 host_address: None,
+                dhcp: false,
                 dhcp_range: None,
+                gateway: None,
+                nat: false,
+                vlan: None,
+                reservations: vec![],
+                forwards: vec![],
+                ports: vec![],
+                warnings: vec![],
                 ..switch.clone()
             },
         ),
@@ -727,6 +968,17 @@ fn cases() -> Vec<Case> {
                 nic: None,
                 ..lease.clone()
             },
+        ),
+        case(
+            &SetNic {
+                switch: Some(String::new()),
+                mac_spoofing: Some(true),
+                dhcp_guard: Some(false),
+                router_guard: Some(true),
+                vlan: Some(0),
+                bandwidth_limit: Some(0),
+            },
+            &SetNic::default(),
         ),
         case(&error, &error),
     ]
@@ -823,25 +1075,56 @@ fn check_object(spec: &Value, c: &Case) -> Vec<String> {
         for k in &expected {
             bare.insert(k.clone(), c.full[k.as_str()].clone());
         }
-        match (c.roundtrip)(Value::Object(bare)) {
+        match (c.roundtrip)(Value::Object(bare.clone())) {
             Err(e) => problems.push(format!("{name}: the required fields alone don't do: {e}")),
             Ok(got) => {
                 for (k, p) in props.as_object().into_iter().flatten() {
-                    if required.contains(k) {
-                        continue;
-                    }
-                    if p.get("default") != got.get(k) {
-                        problems.push(format!(
-                            "{name}.{k}: documented default {:?}, serde's default {:?}",
-                            p.get("default"),
-                            got.get(k)
-                        ));
+                    if !required.contains(k) {
+                        problems.extend(check_default(c, &bare, &got, k, p.get("default")));
                     }
                 }
             }
         }
     }
     problems
+}
+
+/// Whether serde's default of the optional field `k` is the documented one. `bare` holds the
+/// required fields only and `got` is what serde made of it. A field serde writes shows its
+/// default in `got`; a field it skips at its default (`skip_serializing_if`) has one when giving
+/// it changes nothing, and has none (an `Option`) when `null` changes nothing.
+fn check_default(
+    c: &Case,
+    bare: &Map<String, Value>,
+    got: &Value,
+    k: &str,
+    documented: Option<&Value>,
+) -> Vec<String> {
+    let name = c.name;
+    if let Some(value) = got.get(k) {
+        return if documented == Some(value) {
+            vec![]
+        } else {
+            vec![format!(
+                "{name}.{k}: documented default {documented:?}, serde's default {value}"
+            )]
+        };
+    }
+    let with = |v: &Value| {
+        let mut m = bare.clone();
+        m.insert(k.to_string(), v.clone());
+        (c.roundtrip)(Value::Object(m))
+    };
+    match documented {
+        Some(d) if with(d).as_ref() != Ok(got) => vec![format!(
+            "{name}.{k}: documented default {d}, but giving it is not the same as leaving it out"
+        )],
+        Some(_) => vec![],
+        None if with(&Value::Null).as_ref() != Ok(got) => vec![format!(
+            "{name}.{k}: no documented default, but serde has one (it skips writing it)"
+        )],
+        None => vec![],
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,7 +1153,8 @@ fn enums() -> Vec<(&'static str, Vec<Value>)> {
         variants!(StartAction: Never, Always, IfRunning),
         variants!(StopAction: Save, Shutdown, TurnOff),
         variants!(ComKind: File, Socket),
-        variants!(SwitchType: Internal, Private),
+        variants!(SwitchType: External, Internal, Private),
+        variants!(Proto: Tcp, Udp),
         variants!(
             ErrorKind: NotFound,
             Invalid,
@@ -947,6 +1231,7 @@ fn operations_are_complete() {
         "DeleteQuery",
     ));
     problems.extend(check_query(&spec, "GET", "/v1/events", "EventQuery"));
+    problems.extend(check_bodies(&spec));
     assert_none("operations", &problems);
 }
 
@@ -975,12 +1260,17 @@ fn enum_schemas_match_serde() {
     assert_none("enum schemas", &problems);
 }
 
-/// Every type of `src/types.rs` has a schema and a case in this test, and every schema is a type.
+/// Every type of `src/types.rs` and `src/net.rs` has a schema and a case in this test, and every
+/// schema is a type.
 #[test]
 fn every_type_has_a_schema() {
-    let source = include_str!("../src/types.rs");
-    let types: BTreeSet<String> = source
-        .lines()
+    let sources = [
+        include_str!("../src/types.rs"),
+        include_str!("../src/net.rs"),
+    ];
+    let types: BTreeSet<String> = sources
+        .iter()
+        .flat_map(|source| source.lines())
         .filter_map(|l| {
             let l = l.trim_start();
             l.strip_prefix("pub struct ")
@@ -998,9 +1288,9 @@ fn every_type_has_a_schema() {
         .map(|c| c.name.to_string())
         .chain(enums().iter().map(|(n, _)| n.to_string()))
         .collect();
-    let mut problems = differences("schemas vs types.rs", &schemas, &types);
+    let mut problems = differences("schemas vs types.rs and net.rs", &schemas, &types);
     problems.extend(differences(
-        "types tested here vs types.rs",
+        "types tested here vs types.rs and net.rs",
         &tested,
         &types,
     ));
@@ -1041,15 +1331,10 @@ type Breakage = fn(&mut Map<String, Value>);
 #[test]
 fn object_check_can_fail() {
     let cases = cases();
-    let create = cases
-        .iter()
-        .find(|c| c.name == "CreateVm")
-        .expect("CreateVm");
-    let details = cases
-        .iter()
-        .find(|c| c.name == "VmDetails")
-        .expect("VmDetails");
-    let breakages: [(&Case, Breakage); 6] = [
+    let find = |name: &str| cases.iter().find(|c| c.name == name).expect(name);
+    let create = find("CreateVm");
+    let details = find("VmDetails");
+    let breakages: [(&Case, Breakage); 14] = [
         // A misspelt field.
         (create, |o| {
             let props = o["properties"].as_object_mut().expect("properties");
@@ -1077,6 +1362,64 @@ fn object_check_can_fail() {
         (details, |o| {
             o["properties"]["cpus"]["type"] = json!("string")
         }),
+        // A field serde writes, missing from the schema.
+        (find("NicInfo"), |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("tap");
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "tap");
+        }),
+        // A field of a flattened struct, missing.
+        (find("ForwardInfo"), |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("host_port");
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "host_port");
+        }),
+        // A wrong default of a field serde skips at its default.
+        (find("NicSpec"), |o| {
+            o["properties"]["connected"]["default"] = json!(false)
+        }),
+        // A default missing, of a field serde skips at its default.
+        (find("NicSpec"), |o| {
+            o["properties"]["mac_spoofing"]
+                .as_object_mut()
+                .expect("mac_spoofing")
+                .remove("default");
+        }),
+        // A nullable field of a reply not marked so.
+        (find("SwitchInfo"), |o| {
+            o["properties"]["subnet"]
+                .as_object_mut()
+                .expect("subnet")
+                .remove("nullable");
+        }),
+        // A field serde may leave out of a reply, required.
+        (find("SwitchPort"), |o| {
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .push(json!("vlan"))
+        }),
+        // An optional field of a request, required.
+        (find("CreateSwitch"), |o| {
+            o["required"] = json!(["name", "type", "subnet"])
+        }),
+        // A request field serde reads, missing from the schema.
+        (find("SetNic"), |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("bandwidth_limit");
+        }),
     ];
     for (i, (c, breakage)) in breakages.into_iter().enumerate() {
         let mut spec = spec();
@@ -1089,6 +1432,30 @@ fn object_check_can_fail() {
             "breakage {i} of {} went unnoticed",
             c.name
         );
+    }
+}
+
+#[test]
+fn operation_check_can_fail() {
+    let mut spec = spec();
+    let responses =
+        &mut spec["paths"]["/v1/switches/{name}/reservations/{mac}"]["delete"]["responses"];
+    let ok = responses["200"].clone();
+    responses.as_object_mut().expect("responses").remove("200");
+    responses["204"] = ok;
+    spec["paths"]["/v1/vms/{name}/nics/{nic}"]["patch"]["responses"]["200"]["content"]
+        ["application/json"]["schema"]["$ref"] = json!("#/components/schemas/SwitchInfo");
+    spec["paths"]["/v1/switches/{name}/forwards"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["$ref"] = json!("#/components/schemas/ForwardInfo");
+    let mut problems = check_operations(&spec);
+    problems.extend(check_bodies(&spec));
+    let text = problems.join("\n");
+    for at in [
+        "DELETE /v1/switches/{name}/reservations/{mac}: success responses",
+        "PATCH /v1/vms/{name}/nics/{nic}: success reply",
+        "POST /v1/switches/{name}/forwards: request body",
+    ] {
+        assert!(text.contains(at), "{at} went unnoticed:\n{text}");
     }
 }
 
@@ -1107,4 +1474,14 @@ fn enum_check_can_fail() {
         problems.contains("turn-off") && problems.contains("turn_off"),
         "{problems}"
     );
+    // A variant missing from the document.
+    let mut spec = self::spec();
+    spec["components"]["schemas"]["SwitchType"]["enum"]
+        .as_array_mut()
+        .expect("enum")
+        .retain(|v| v != "external");
+    let (name, values) = &enums()[8];
+    assert_eq!(*name, "SwitchType");
+    let problems = check_enum(&spec, name, values).join("\n");
+    assert!(problems.contains("external"), "{problems}");
 }
