@@ -195,6 +195,7 @@ ip link set eth0 up; ip addr add \$a dev eth0
 printf '#!/bin/sh\nexec dd if=/dev/zero bs=1M count=$mib 2>/dev/null\n' >/send.sh; chmod +x /send.sh
 (while true; do nc -l -p 5001 -e wc -c; done) &
 (while true; do nc -l -p 5002 -e /send.sh; done) &
+sleep 1
 echo NET-READY \$a
 while true; do sleep 1; done
 EOF
@@ -379,7 +380,14 @@ if [ "$throughput" = 1 ]; then
     res=$(((t - t0) / 1000))
   }
   # A warm-up transfer each way (ARP, the guests' first nc), untimed.
-  for ip in 10.94.0.50 10.95.0.50; do to_guest "$ip"; from_guest "$ip"; done
+  # (Retried: the guest's listeners may not be up yet.)
+  for ip in 10.94.0.50 10.95.0.50; do
+    for try in $(seq 10); do
+      if to_guest "$ip" 2>/dev/null && from_guest "$ip" 2>/dev/null; then break; fi
+      [ "$try" = 10 ] && { echo "net.sh: no transfer with $ip" >&2; exit 1; }
+      sleep 1
+    done
+  done
   for r in $(seq "$runs"); do
     if [ $((r % 2)) = 1 ]; then order="10.94.0.50 10.95.0.50"; else order="10.95.0.50 10.94.0.50"; fi
     for ip in $order; do
