@@ -20,7 +20,7 @@
 # is touched and no packet leaves the machine. At exit, even on failure, VMs are stopped, every
 # process in the namespaces is ended, the namespaces and the work folder are removed. Needs root,
 # iproute2, qemu-system-x86_64, busybox-static and the host's Debian kernel (test guest, see
-# crates/testguest), dnsmasq (`apt-get install dnsmasq-base`), coreutils, awk, sed.
+# crates/testguest), dnsmasq (`apt-get install dnsmasq-base`), tcpdump, coreutils, awk, sed.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "net.sh: needs root (network namespaces, bridges, taps)" >&2; exit 1; }
-for c in ip qemu-system-x86_64 busybox dnsmasq; do
+for c in ip qemu-system-x86_64 busybox dnsmasq tcpdump; do
   command -v "$c" >/dev/null || { echo "net.sh: $c not found" >&2; exit 1; }
 done
 [ "$build" = 1 ] && cargo build --release -q -p strata-cli
