@@ -372,9 +372,14 @@ mod tests {
             };
             2
         ];
-        refused(&vm, &[], "used twice in this VM");
+        let conflict = |vm: &CreateVm, others: &[VmConfig], words: &str| {
+            let e = config(vm, others).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+            assert!(e.message.contains(words), "{e} (wanted: {words})");
+        };
+        conflict(&vm, &[], "used twice in this VM");
         vm.nics.truncate(1);
-        refused(
+        conflict(
             &vm,
             &[other("b", "02:53:54:00:00:01", None)],
             "already used by VM 'b'",

@@ -133,8 +133,24 @@ fn bad_requests_get_4xx_with_clear_messages() {
         "POST",
         "/v1/vms",
         Some(r#"{"name":"a","nics":[{"mac":"01:00:5e:00:00:01"}]}"#),
-        400,
+        409,
         "multicast",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","nics":[{"mac":"00:00:00:00:00:00"}]}"#),
+        409,
+        "all zeros",
+    );
+    error(
+        &h,
+        "POST",
+        "/v1/vms",
+        Some(r#"{"name":"a","nics":[{"mac":"02:53:54:00:00:07"},{"mac":"02:53:54:00:00:07"}]}"#),
+        409,
+        "used twice in this VM",
     );
     let (code, _) = curl(&h, "POST", "/v1/vms", Some(r#"{"name":"web1"}"#));
     assert_eq!(code, 201);
