@@ -24,6 +24,8 @@ use crate::switch_store::SwitchConfig;
 pub(super) struct Running {
     server: Arc<Mutex<Server>>,
     stop: Arc<AtomicBool>,
+    /// A clone of the thread's socket, to wake it when it must stop.
+    waker: Option<std::net::UdpSocket>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -111,6 +113,7 @@ impl Service {
         }
         let bridge = strata_net::link::bridge_name(&config.id);
         let socket = dhcp::bind(&bridge).map_err(net_error)?;
+        let waker = socket.try_clone().ok();
         let server = Arc::new(Mutex::new(server));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st, events) = (server.clone(), stop.clone(), self.events.clone());
@@ -136,6 +139,7 @@ impl Service {
             Running {
                 server,
                 stop,
+                waker,
                 thread: Some(thread),
             },
         );
@@ -151,6 +155,9 @@ impl Service {
             .remove(name);
         if let Some(mut r) = running {
             r.stop.store(true, Ordering::SeqCst);
+            if let Some(w) = &r.waker {
+                dhcp::interrupt(w);
+            }
             if let Some(t) = r.thread.take() {
                 let _ = t.join();
             }

@@ -78,7 +78,22 @@ impl Service {
                 "IPv4 forwarding turned on (net.ipv4.ip_forward = 1): switches with NAT route through the host",
             );
         }
-        firewall::apply(&rules).map_err(net_error)
+        // Unchanged rules are not sent again (a switch without NAT adds none): one nft process
+        // per change, not per request. The service's start applies them whatever was applied.
+        let script = firewall::script(&rules).map_err(net_error)?;
+        let mut applied = self.firewall.lock().unwrap_or_else(|p| p.into_inner());
+        if applied.as_deref() == Some(script.as_str()) {
+            return Ok(());
+        }
+        *applied = None;
+        firewall::apply(&rules).map_err(net_error)?;
+        *applied = Some(script);
+        Ok(())
+    }
+
+    /// Forgets what was applied, so the next refresh applies the rules whatever nft holds.
+    pub(super) fn forget_firewall(&self) {
+        *self.firewall.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Every switch-connected NIC's guards.

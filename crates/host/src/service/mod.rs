@@ -191,6 +191,8 @@ pub struct Service {
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     define: Mutex<()>,
     dhcp: dhcp::Servers,
+    /// The nft script last applied (see `refresh_firewall`).
+    firewall: Mutex<Option<String>>,
 }
 
 impl Service {
@@ -213,6 +215,7 @@ impl Service {
             locks: Mutex::default(),
             define: Mutex::default(),
             dhcp: Mutex::default(),
+            firewall: Mutex::default(),
         })
     }
 

@@ -249,6 +249,7 @@ impl Service {
     /// At service start: every switch's bridge is made again where it is missing (after a host
     /// reboot), its firewall rules restored and its DHCP server started.
     pub fn restore_switches(&self) {
+        self.forget_firewall();
         for c in self.switch_configs() {
             let name = c.switch.name.clone();
             let result = plan(&c.switch, &[]).and_then(|plan| {

@@ -37,7 +37,7 @@ pub use config::{
 pub use mac::Mac;
 pub use packet::Reply;
 pub use pool::{OFFER_HOLD_SECS, QUARANTINE_SECS};
-pub use socket::bind;
+pub use socket::{bind, interrupt};
 
 use crate::error::{NetError, NetErrorKind};
 use config::Rules;

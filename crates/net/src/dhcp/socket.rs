@@ -54,6 +54,14 @@ pub fn bind(interface: &str) -> Result<UdpSocket, NetError> {
     Ok(s.into())
 }
 
+/// Wakes a thread blocked receiving on `socket` (a clone of the one [`Server::serve`] reads) so
+/// that it sees its stop flag at once rather than at the next read timeout: shutting the socket
+/// down for reading makes a pending and every later receive return at once.
+pub fn interrupt(socket: &UdpSocket) {
+    // A socket already shut down or closed has nothing left to wake.
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
+}
+
 impl Server {
     /// Serves the switch whose bridge is `interface` until `stop` is set (looked at every 200 ms):
     /// binds with [`bind`], then [`Server::serve`]. For a thread of its own.
