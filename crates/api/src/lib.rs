@@ -4,9 +4,11 @@
 //! service (`strata-host`), the `strata` CLI and the tests. Request bodies refuse unknown fields, so
 //! a misspelt setting is an error rather than silently ignored.
 
+mod agent;
 mod net;
 mod types;
 
+pub use agent::*;
 pub use net::*;
 pub use types::*;
 
@@ -36,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/switches/{name}/reservations/{mac}"),
     ("POST", "/v1/switches/{name}/forwards"),
     ("DELETE", "/v1/switches/{name}/forwards/{proto}/{port}"),
+    ("POST", "/v1/vms/{name}/copy-file"),
     ("POST", "/v1/vms/{name}/nics"),
     ("PATCH", "/v1/vms/{name}/nics/{nic}"),
     ("DELETE", "/v1/vms/{name}/nics/{nic}"),

@@ -278,6 +278,10 @@ pub struct CreateVm {
     /// Direct kernel boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelBoot>,
+    /// The guest agent's channel (virtio-serial `org.qemu.guest_agent.0`): shut-down through
+    /// the agent, heartbeat, time sync, guest information, file copy, file-system freeze.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub agent: bool,
     /// KVM, TCG or auto (default).
     #[serde(default)]
     pub accelerator: Accelerator,
@@ -352,6 +356,9 @@ pub struct SetVm {
     /// Accelerator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accelerator: Option<Accelerator>,
+    /// The guest agent's channel on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<bool>,
     /// The versioned machine type (`pc` pins this host's newest i440FX type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
@@ -383,6 +390,8 @@ pub struct VmSummary {
     pub memory_mib: u32,
     /// Virtual processors.
     pub cpus: u32,
+    /// Whether its guest agent answers.
+    pub heartbeat: crate::Heartbeat,
 }
 
 /// A VM's disk as shown.
@@ -442,6 +451,12 @@ pub struct VmDetails {
     pub cdrom: Option<String>,
     /// Network adapters.
     pub nics: Vec<NicInfo>,
+    /// Whether it has the guest agent's channel.
+    pub agent: bool,
+    /// Whether its guest agent answers.
+    pub heartbeat: crate::Heartbeat,
+    /// What the guest agent last reported (while the VM is active).
+    pub guest: Option<crate::GuestInfo>,
     /// COM ports connected to files or sockets.
     pub com_ports: Vec<ComPort>,
     /// Direct kernel boot.

@@ -30,6 +30,26 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a file into or out of a running guest, through its agent (Hyper-V's Copy-VMFile).
+    CopyFile {
+        name: String,
+        /// The file read (on the host with --to-guest, in the guest with --from-guest)
+        source: String,
+        /// The file written
+        destination: String,
+        /// From the host into the guest (the default)
+        #[arg(long, conflicts_with = "from_guest")]
+        to_guest: bool,
+        /// From the guest to the host
+        #[arg(long)]
+        from_guest: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Freeze a running guest's file systems through its agent (thaw with `vm thaw`).
+    Freeze(Target),
+    /// Thaw a guest's frozen file systems.
+    Thaw(Target),
     /// A VM's network adapters: add, remove, change (also while it runs).
     #[command(subcommand)]
     Nic(crate::nic::NicCommand),
@@ -151,6 +171,9 @@ pub struct Settings {
     /// Seconds a shut-down waits for the guest before turning it off
     #[arg(long)]
     shutdown_timeout: Option<u32>,
+    /// The guest agent's channel (integration services): on or off
+    #[arg(long)]
+    agent: Option<String>,
 }
 
 /// A path from the caller's working directory, made absolute for the service.
@@ -253,6 +276,12 @@ impl Settings {
             shutdown_timeout_secs: self.shutdown_timeout,
             machine: self.machine.clone(),
             kernel: self.kernel()?,
+            agent: match self.agent.as_deref() {
+                None => None,
+                Some("on") => Some(true),
+                Some("off") => Some(false),
+                Some(o) => bail!("--agent '{o}': use on or off"),
+            },
         })
     }
 
@@ -336,7 +365,8 @@ impl Settings {
             start_action,
             start_delay_secs,
             stop_action,
-            shutdown_timeout_secs
+            shutdown_timeout_secs,
+            agent
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
         vm.kernel = s.kernel.filter(|k| !k.kernel.is_empty());
@@ -378,6 +408,16 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::List { json } => list(&c, json)?,
         VmCommand::Show { name, json } => show(&c, &name, json)?,
         VmCommand::Nic(cmd) => crate::nic::run(&c, cmd)?,
+        VmCommand::CopyFile {
+            name,
+            source,
+            destination,
+            to_guest: _,
+            from_guest,
+            json,
+        } => copy_file(&c, &name, &source, &destination, from_guest, json)?,
+        VmCommand::Freeze(t) => action(&c, &t, "freeze", None)?,
+        VmCommand::Thaw(t) => action(&c, &t, "thaw", None)?,
         VmCommand::Set {
             name,
             settings,
@@ -399,6 +439,42 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Console { name, log } => console(&c, &name, log)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `strata vm copy-file`.
+fn copy_file(
+    c: &Client,
+    name: &str,
+    source: &str,
+    dest: &str,
+    from_guest: bool,
+    json: bool,
+) -> Result<()> {
+    let (source, destination, direction) = if from_guest {
+        (
+            source.to_string(),
+            absolute(dest)?,
+            strata_api::CopyDirection::FromGuest,
+        )
+    } else {
+        (
+            absolute(source)?,
+            dest.to_string(),
+            strata_api::CopyDirection::ToGuest,
+        )
+    };
+    let body = serde_json::to_value(strata_api::CopyFile {
+        source,
+        destination,
+        direction,
+    })?;
+    let r: strata_api::CopyReport =
+        c.json("POST", &format!("{}/copy-file", vm_path(name)), Some(body))?;
+    if json {
+        return print_json(&r);
+    }
+    println!("Copied {} bytes.", r.bytes);
+    Ok(())
 }
 
 /// A VM's path in the API.

@@ -41,6 +41,12 @@ pub fn show(v: &VmDetails) {
     };
     println!("Accelerator:   {accel}");
     println!("Machine:       {}", v.machine);
+    if v.agent {
+        println!("Guest agent:   heartbeat {}", heartbeat(v.heartbeat));
+    }
+    if let Some(g) = &v.guest {
+        guest(g);
+    }
     let boot: Vec<String> = v
         .boot_order
         .iter()
@@ -145,5 +151,37 @@ pub fn nics(v: &VmDetails) {
             line.push_str(&format!(", tap {t}"));
         }
         println!("{line}");
+    }
+}
+
+fn heartbeat(h: strata_api::Heartbeat) -> &'static str {
+    match h {
+        strata_api::Heartbeat::None => "none",
+        strata_api::Heartbeat::Ok => "ok",
+        strata_api::Heartbeat::Lost => "lost",
+    }
+}
+
+/// What the guest agent reported.
+fn guest(g: &strata_api::GuestInfo) {
+    let os = [g.os_name.as_deref(), g.os_version.as_deref()]
+        .iter()
+        .flatten()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !os.is_empty() {
+        println!("Guest OS:      {os}");
+    }
+    if let Some(h) = &g.hostname {
+        println!("Guest name:    {h}");
+    }
+    for i in g.interfaces.iter().filter(|i| i.name != "lo") {
+        println!(
+            "Guest NIC:     {} {} {}",
+            i.name,
+            i.mac.as_deref().unwrap_or("-"),
+            i.addresses.join(", ")
+        );
     }
 }

@@ -57,6 +57,16 @@ pub enum Code {
     VmAutomaticAction,
     /// A request on a VM was refused or failed (the reason is the message).
     VmRequestFailed,
+    /// The guest agent answered (for the first time, or again after it was lost).
+    HeartbeatOk,
+    /// The guest agent stopped answering.
+    HeartbeatLost,
+    /// The guest's clock was set from the host's (after a restore or a resume).
+    GuestTimeSet,
+    /// The guest's file systems were frozen or thawed.
+    GuestFreeze,
+    /// A file was copied into or out of the guest.
+    GuestFileCopied,
     /// A virtual switch was created.
     SwitchCreated,
     /// A virtual switch was deleted.
@@ -110,6 +120,11 @@ impl Code {
             Self::VmReconciled => (351, "vm-reconciled", "warning"),
             Self::VmAutomaticAction => (360, "vm-automatic-action", "info"),
             Self::VmRequestFailed => (370, "vm-request-failed", "warning"),
+            Self::HeartbeatOk => (380, "heartbeat-ok", "info"),
+            Self::HeartbeatLost => (381, "heartbeat-lost", "warning"),
+            Self::GuestTimeSet => (382, "guest-time-set", "info"),
+            Self::GuestFreeze => (383, "guest-freeze", "info"),
+            Self::GuestFileCopied => (384, "guest-file-copied", "info"),
             Self::SwitchCreated => (400, "switch-created", "info"),
             Self::SwitchDeleted => (401, "switch-deleted", "info"),
             Self::SwitchRestored => (402, "switch-restored", "info"),

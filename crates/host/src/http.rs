@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
-    ApiError, CreateSwitch, CreateVm, DeleteQuery, EventQuery, NicSpec, PortForward, Proto,
-    Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
+    ApiError, CopyFile, CreateSwitch, CreateVm, DeleteQuery, EventQuery, NicSpec, PortForward,
+    Proto, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -188,10 +188,12 @@ async fn action(
         "resume" => Command::Resume(name),
         "save" => Command::Save(name),
         "discard-saved" => Command::DiscardSaved(name),
+        "freeze" => Command::Freeze(name),
+        "thaw" => Command::Thaw(name),
         other => {
             return Err(Failure(
                 StatusCode::NOT_FOUND,
-                format!("unknown action '{other}': start, shutdown, stop (or turn-off), reset, pause, resume, save or discard-saved"),
+                format!("unknown action '{other}': start, shutdown, stop (or turn-off), reset, pause, resume, save, discard-saved, freeze or thaw"),
                 ErrorKind::NotFound,
             ))
         }
@@ -290,6 +292,18 @@ async fn remove_forward(
     run(s, Command::RemoveForward(name, proto, port), p.0).await
 }
 
+async fn copy_file(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<CopyFile>, JsonRejection>,
+) -> Result<Response> {
+    let body = body?.0;
+    let user = p.0;
+    let report = blocking(move || s.copy_file(&name, &body, &user)).await?;
+    Ok(Json(report).into_response())
+}
+
 async fn add_nic(
     State(s): Svc,
     ConnectInfo(p): ConnectInfo<Peer>,
@@ -355,6 +369,7 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/switches/{name}/forwards/{proto}/{port}",
             axum::routing::delete(remove_forward),
         )
+        .route("/v1/vms/{name}/copy-file", post(copy_file))
         .route("/v1/vms/{name}/nics", post(add_nic))
         .route(
             "/v1/vms/{name}/nics/{nic}",

@@ -12,6 +12,7 @@
 //!
 //! It knows disks only through `strata-vhd`'s API and serves them with `strata-nbd`.
 
+pub mod agent;
 pub mod error;
 pub mod events;
 pub mod http;

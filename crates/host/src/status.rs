@@ -41,6 +41,9 @@ pub struct Status {
     /// process is alive, whatever pid reuse says.
     #[serde(default)]
     pub boot: Option<String>,
+    /// Whether the guest agent answers (written by the worker's heartbeat).
+    #[serde(default)]
+    pub heartbeat: strata_api::Heartbeat,
 }
 
 impl Status {
@@ -56,6 +59,7 @@ impl Status {
             stopped_by_host: false,
             restoring: false,
             boot: None,
+            heartbeat: strata_api::Heartbeat::None,
         }
     }
 

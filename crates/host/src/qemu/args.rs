@@ -24,6 +24,8 @@ pub struct Sockets {
     pub control: PathBuf,
     /// VNC display.
     pub vnc: PathBuf,
+    /// The guest agent's channel (QEMU serves it).
+    pub agent: PathBuf,
 }
 
 impl Sockets {
@@ -35,6 +37,7 @@ impl Sockets {
             console: run_dir.join("console.sock"),
             control: run_dir.join("control.sock"),
             vnc: run_dir.join("vnc.sock"),
+            agent: run_dir.join("agent.sock"),
         }
     }
 
@@ -71,6 +74,7 @@ pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String
     a.extend(com_ports(vm, sockets));
     a.extend(disks(vm, sockets));
     a.extend(nics(vm, launch.vm_id));
+    a.extend(agent(vm, sockets));
     a.extend(kernel(vm));
     if launch.incoming {
         a.extend(strings(&["-incoming", "defer"]));
@@ -253,6 +257,26 @@ fn nic_device(n: &NicSpec, index: usize) -> String {
 
 /// The PCI slot of a NIC's slot 0.
 pub(crate) const NIC_PCI_BASE: usize = 0x18;
+
+/// The guest agent's channel: a virtio-serial port named `org.qemu.guest_agent.0`, its host end
+/// a socket QEMU serves for the worker.
+fn agent(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
+    if !vm.agent {
+        return Vec::new();
+    }
+    let chardev = format!(
+        "socket,id=agent0,path={},server=on,wait=off",
+        sockets.agent.display()
+    );
+    strings(&[
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-chardev",
+        &chardev,
+        "-device",
+        "virtserialport,bus=vser0.0,chardev=agent0,name=org.qemu.guest_agent.0",
+    ])
+}
 
 fn kernel(vm: &CreateVm) -> Vec<String> {
     let Some(k) = &vm.kernel else {

@@ -45,6 +45,7 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("COM ports", set.com_ports.is_some()),
         ("machine type", set.machine.is_some()),
         ("direct kernel boot", set.kernel.is_some()),
+        ("guest agent channel", set.agent.is_some()),
         // A saved VM may change accelerator: the saved state's own check decides at start.
         (
             "accelerator",
@@ -76,6 +77,7 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     apply!(disks, "disks");
     apply!(com_ports, "COM ports");
     apply!(accelerator, "accelerator");
+    apply!(agent, "guest agent channel");
     apply!(start_action, "start action");
     apply!(start_delay_secs, "start delay");
     apply!(stop_action, "stop action");

@@ -5,6 +5,7 @@
 
 mod dhcp;
 mod firewall;
+mod guest;
 mod lifecycle;
 mod nics;
 mod switch_edit;
@@ -53,6 +54,7 @@ fn after_worker_death(mut st: Status, saved_state_complete: bool) -> Status {
     st.qemu = None;
     st.restoring = false;
     st.stopped_by_host = true;
+    st.heartbeat = strata_api::Heartbeat::None;
     st
 }
 
@@ -108,6 +110,10 @@ pub enum Command {
     SetNic(String, String, SetNic),
     /// Remove a VM's network adapter (by index or MAC).
     RemoveNic(String, String),
+    /// Freeze a running guest's file systems (through its agent).
+    Freeze(String),
+    /// Thaw them.
+    Thaw(String),
 }
 
 impl Command {
@@ -136,6 +142,8 @@ impl Command {
             Self::AddNic(..) => "AddNic",
             Self::SetNic(..) => "SetNic",
             Self::RemoveNic(..) => "RemoveNic",
+            Self::Freeze(_) => "Freeze",
+            Self::Thaw(_) => "Thaw",
         }
     }
 
@@ -155,7 +163,9 @@ impl Command {
             | Self::DiscardSaved(n)
             | Self::AddNic(n, _)
             | Self::SetNic(n, ..)
-            | Self::RemoveNic(n, _) => Some(n),
+            | Self::RemoveNic(n, _)
+            | Self::Freeze(n)
+            | Self::Thaw(n) => Some(n),
             Self::StopVms
             | Self::CreateSwitch(_)
             | Self::DeleteSwitch(_)
@@ -316,6 +326,12 @@ impl Service {
             Command::RemoveNic(name, nic) => {
                 self.remove_nic(&name, &nic, user).and_then(|()| vm(&name))
             }
+            Command::Freeze(name) => self
+                .control(&name, Verb::Freeze, user)
+                .and_then(|()| vm(&name)),
+            Command::Thaw(name) => self
+                .control(&name, Verb::Thaw, user)
+                .and_then(|()| vm(&name)),
         }
     }
 
@@ -439,6 +455,7 @@ impl Service {
                 state: d.state,
                 memory_mib: d.memory_mib,
                 cpus: d.cpus,
+                heartbeat: d.heartbeat,
             })
             .collect()
     }
@@ -449,6 +466,9 @@ impl Service {
         let vm = c.vm;
         let active = st.state.is_active();
         let sockets = crate::qemu::Sockets::new(&self.home.run_dir(&c.id));
+        let guest = active
+            .then(|| crate::worker::read_guest_info(&self.home.vm_dir(&vm.name)))
+            .flatten();
         let nics = vm
             .nics
             .iter()
@@ -484,6 +504,13 @@ impl Service {
                 .collect(),
             cdrom: vm.cdrom,
             nics,
+            agent: vm.agent,
+            heartbeat: if active {
+                st.heartbeat
+            } else {
+                strata_api::Heartbeat::None
+            },
+            guest,
             console_socket: (active && vm.com_ports.iter().all(|p| p.port != 1))
                 .then(|| sockets.console.display().to_string()),
             com_ports: vm.com_ports,

@@ -90,6 +90,7 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             shared.qmp.resume()?;
             shared.set_state(VmState::Running);
             shared.log(Code::VmResumed, user, "resumed");
+            super::agent::sync_time(shared, user, "resumed");
             Ok(VmState::Running)
         }
         (Verb::Reset, VmState::Running | VmState::Paused) => {
@@ -101,6 +102,23 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             shutdown(shared, user, *timeout_secs)
         }
         (Verb::Save, VmState::Running | VmState::Paused) => save(shared, user, state),
+        (
+            Verb::CopyFile {
+                source,
+                destination,
+                direction,
+            },
+            VmState::Running,
+        ) => {
+            let c = strata_api::CopyFile {
+                source: source.clone(),
+                destination: destination.clone(),
+                direction: *direction,
+            };
+            super::agent::copy_file(shared, user, &c).map(|_| state)
+        }
+        (Verb::Freeze, VmState::Running) => super::agent::freeze(shared, user, true).map(|_| state),
+        (Verb::Thaw, VmState::Running) => super::agent::freeze(shared, user, false).map(|_| state),
         (
             Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. },
             VmState::Running | VmState::Paused,
@@ -118,6 +136,14 @@ fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, HostEr
         user,
         &format!("shut-down requested (ACPI power button); turned off after {timeout} s if the guest ignores it"),
     );
+    let by_agent = super::agent::shutdown(shared);
+    if by_agent {
+        shared.log(
+            Code::VmShutdownRequested,
+            user,
+            "shut-down sent through the guest agent too",
+        );
+    }
     if let Err(e) = shared.qmp.execute("system_powerdown", None) {
         *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) = None;
         shared.set_state(VmState::Running);

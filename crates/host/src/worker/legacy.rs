@@ -46,7 +46,12 @@ fn op(verb: &Verb) -> Option<(&'static str, u32)> {
         Verb::Shutdown { timeout_secs } => ("shutdown", *timeout_secs),
         Verb::TurnOff => ("stop", 0),
         Verb::Save => ("save", 0),
-        Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. } => return None,
+        Verb::NicAdd { .. }
+        | Verb::NicRemove { .. }
+        | Verb::NicLink { .. }
+        | Verb::CopyFile { .. }
+        | Verb::Freeze
+        | Verb::Thaw => return None,
     })
 }
 

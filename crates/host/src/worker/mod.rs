@@ -12,6 +12,7 @@
 //! The worker reports readiness to the service with one typed line on its stdout
 //! ([`strata_proc::Readiness`]).
 
+mod agent;
 mod console;
 mod control;
 mod legacy;
@@ -32,6 +33,7 @@ use crate::events::{Code, EventLog};
 use crate::qmp::Qmp;
 use crate::status::{self, Status};
 
+pub use agent::read_guest_info;
 pub use protocol::{request, Verb};
 pub use saved::{saved_files, DiskPrint, SavedMeta};
 
@@ -72,6 +74,8 @@ struct Shared {
     op_lock: Mutex<()>,
     accel: Accelerator,
     qemu_ended: std::sync::atomic::AtomicBool,
+    /// The guest agent's channel, when the VM has one.
+    agent: Option<crate::agent::Agent>,
 }
 
 impl Shared {
@@ -89,6 +93,25 @@ impl Shared {
 
     fn state(&self) -> VmState {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).state
+    }
+
+    fn heartbeat(&self) -> strata_api::Heartbeat {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heartbeat
+    }
+
+    /// Records the heartbeat, unless QEMU has ended.
+    fn set_heartbeat(&self, h: strata_api::Heartbeat) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if self.has_ended() {
+            return;
+        }
+        s.heartbeat = h;
+        if let Err(e) = status::write(&self.dir, &s) {
+            eprintln!("strata worker: {e}");
+        }
     }
 
     fn log(&self, code: Code, user: &str, message: &str) {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_api::{NicModel, VmState};
+use strata_api::{CopyDirection, NicModel, VmState};
 
 use crate::error::{ErrorKind, HostError};
 
@@ -59,6 +59,19 @@ pub enum Verb {
         /// The adapter's slot.
         slot: u8,
     },
+    /// Copy a file into or out of the guest through its agent.
+    CopyFile {
+        /// The file read.
+        source: String,
+        /// The file written.
+        destination: String,
+        /// Which way.
+        direction: CopyDirection,
+    },
+    /// Freeze the guest's file systems through its agent.
+    Freeze,
+    /// Thaw them.
+    Thaw,
     /// Plug or unplug the adapter's virtual cable (the guest sees the link go up or down).
     NicLink {
         /// The adapter's slot.
@@ -82,6 +95,9 @@ impl Verb {
             Self::NicAdd { .. } => "add a network adapter",
             Self::NicRemove { .. } => "remove a network adapter",
             Self::NicLink { .. } => "change a network adapter's link",
+            Self::CopyFile { .. } => "copy a file through its guest agent",
+            Self::Freeze => "freeze its file systems",
+            Self::Thaw => "thaw its file systems",
         }
     }
 

@@ -201,6 +201,7 @@ fn prepare(args: &WorkerArgs) -> Result<Prepared, HostError> {
         stopped_by_host: false,
         restoring: args.restore,
         boot: Some(strata_proc::boot_id()),
+        heartbeat: strata_api::Heartbeat::None,
     };
     status::write(&dir, &st)?;
     Ok(Prepared {
@@ -249,6 +250,11 @@ fn launch_vm(
         op_lock: Mutex::new(()),
         accel: args.accel,
         qemu_ended: std::sync::atomic::AtomicBool::new(false),
+        agent: p
+            .config
+            .vm
+            .agent
+            .then(|| crate::agent::Agent::new(&sockets.agent)),
     });
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;
@@ -258,6 +264,11 @@ fn launch_vm(
         restore(&shared)?;
     }
     shared.qmp.resume()?;
+    if args.restore {
+        let s = shared.clone();
+        std::thread::spawn(move || super::agent::sync_time(&s, "system", "restored"));
+    }
+    super::agent::start_heartbeat(shared.clone());
     let listener = UnixListener::bind(&sockets.control)
         .map_err(|e| HostError::io(&sockets.control, "listen on", e))?;
     control::serve(listener, shared.clone());

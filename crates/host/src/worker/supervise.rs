@@ -47,6 +47,7 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
         s.worker = None;
         s.qemu = None;
         s.restoring = false;
+        s.heartbeat = strata_api::Heartbeat::None;
         s.last_error = if state == VmState::Crashed {
             Some(message.clone())
         } else {
