@@ -9,7 +9,10 @@
 # - e2fsprogs, mount (losetup) and time: used by the tests and benchmarks; iproute2 (ip netns)
 #   and util-linux (nsenter, unshare): the network tests run in namespaces of their own;
 # - qemu-system-x86 (from bookworm-backports too: QEMU 10), linux-image-amd64, busybox-static and
-#   cpio: the real guests the tests boot (a stock Debian kernel and a busybox initramfs).
+#   cpio: the real guests the tests boot (a stock Debian kernel and a busybox initramfs);
+# - qemu-guest-agent (from bookworm-backports too, to match QEMU 10): qemu-ga, which the tests copy
+#   into a guest's initramfs to talk to a real agent over virtio-serial (on the host its service only
+#   starts when the host itself has an org.qemu.guest_agent.0 port).
 # The backports suite is added (from the mirror the machine already uses) only when missing.
 set -euo pipefail
 SUDO=""
@@ -39,9 +42,9 @@ if . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] && ! has_backport
 fi
 $SUDO apt-get update -qq
 if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils qemu-system-x86 >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils qemu-system-x86 qemu-guest-agent >/dev/null
 else
-  $SUDO apt-get install -y -qq --no-install-recommends qemu-utils qemu-system-x86 >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends qemu-utils qemu-system-x86 qemu-guest-agent >/dev/null
 fi
 $SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time iproute2 nftables util-linux >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static cpio >/dev/null
