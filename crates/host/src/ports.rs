@@ -29,11 +29,20 @@ pub(crate) fn bridge_for(home: &Home, nic: &NicSpec) -> Result<Option<String>, H
 }
 
 /// Puts `tap` (NIC `nic`'s, made by QEMU) where its settings say: on its bridge or on none, with
-/// its bandwidth limit.
-pub(crate) fn plug(home: &Home, tap: &str, nic: &NicSpec) -> Result<(), HostError> {
+/// its bandwidth limit (`had_limit`: one may be set from before, to remove; without either, `tc`
+/// is not run at all).
+pub(crate) fn plug(
+    home: &Home,
+    tap: &str,
+    nic: &NicSpec,
+    had_limit: bool,
+) -> Result<(), HostError> {
     match bridge_for(home, nic)? {
         Some(bridge) => link::attach(tap, &bridge).map_err(net_error)?,
         None => link::detach(tap).map_err(net_error)?,
+    }
+    if nic.bandwidth_limit.is_none() && !had_limit {
+        return Ok(());
     }
     strata_net::shape::set_bandwidth(tap, nic.bandwidth_limit).map_err(net_error)
 }

@@ -36,6 +36,9 @@ impl Service {
     /// Makes Strata's nft tables match the settings (turning on IPv4 forwarding when a switch
     /// has NAT, and saying so).
     pub(super) fn refresh_firewall(&self) -> Result<(), HostError> {
+        // Held from reading the settings to applying them: two refreshes never apply an older
+        // snapshot over a newer one.
+        let mut applied = self.firewall.lock().unwrap_or_else(|p| p.into_inner());
         let configs = self.switch_configs();
         let mut rules = Ruleset::default();
         for c in &configs {
@@ -81,7 +84,6 @@ impl Service {
         // Unchanged rules are not sent again (a switch without NAT adds none): one nft process
         // per change, not per request. The service's start applies them whatever was applied.
         let script = firewall::script(&rules).map_err(net_error)?;
-        let mut applied = self.firewall.lock().unwrap_or_else(|p| p.into_inner());
         if applied.as_deref() == Some(script.as_str()) {
             return Ok(());
         }
@@ -91,9 +93,21 @@ impl Service {
         Ok(())
     }
 
-    /// Forgets what was applied, so the next refresh applies the rules whatever nft holds.
+    /// Forgets what was applied, so the next refresh applies the rules whatever nft holds
+    /// (another firewall may have flushed them).
     pub(super) fn forget_firewall(&self) {
         *self.firewall.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Before a VM starts: its guards are in place whatever happened to nft meanwhile, or it
+    /// does not start.
+    pub(super) fn firewall_before_start(&self, vm: &str) -> Result<(), HostError> {
+        self.forget_firewall();
+        self.refresh_firewall().map_err(|e| {
+            e.context(format_args!(
+                "VM '{vm}' cannot start without its network adapters' firewall rules"
+            ))
+        })
     }
 
     /// Every switch-connected NIC's guards.

@@ -117,6 +117,7 @@ impl Service {
         if let Some(nics) = set.nics {
             self.check_nic_switches(&nics)?;
             c.vm.nics = self.assign_macs(name, &c.vm.nics, nics)?;
+            self.check_forwards_kept(name, &old_nics, &c.vm.nics)?;
             changed.push("network adapters");
         }
         validate::config(&c.vm, &self.others(name))?;
@@ -198,6 +199,7 @@ impl Service {
         let dir = self.home.vm_dir(name);
         std::fs::remove_dir_all(&dir).map_err(|e| HostError::io(&dir, "delete", e))?;
         self.release_leases(name, &c.vm.nics, user);
+        self.drop_forwards_of(name, user);
         self.firewall_after_change(name, user);
         let _ = std::fs::remove_dir_all(self.home.run_dir(&c.id));
         let kept = if delete_disks {
@@ -250,6 +252,9 @@ impl Service {
             check_saved(name, &dir, accel, &self.qemu)?;
         } else {
             check_machine(name, c.vm.machine.as_deref(), &self.qemu)?;
+        }
+        if c.vm.nics.iter().any(|n| n.switch.is_some()) {
+            self.firewall_before_start(name)?;
         }
         let mut cmd = std::process::Command::new(&self.worker[0]);
         cmd.args(&self.worker[1..])

@@ -8,7 +8,7 @@ use strata_api::{NicSpec, SetNic, VmState};
 use super::firewall::tap_of;
 use super::lifecycle::busy;
 use super::{switch_plan, validate, Service};
-use crate::error::{ErrorKind, HostError};
+use crate::error::HostError;
 use crate::events::Code;
 use crate::store::VmConfig;
 use crate::worker::{self, Verb};
@@ -58,10 +58,12 @@ impl Service {
         worker::request(&socket, user, verb, std::time::Duration::from_secs(120)).map(drop)
     }
 
-    /// Saves `new`, applies the firewall, then runs `hot` (when the VM runs); on failure the
-    /// old configuration comes back.
+    /// Saves `new` (then lets the host-wide `define` lock go: the worker's part may take a
+    /// while), applies the firewall, then runs `hot` (when the VM runs); on failure the old
+    /// configuration comes back.
     fn change_nics(
         &self,
+        define: std::sync::MutexGuard<'_, ()>,
         old: &VmConfig,
         new: &VmConfig,
         user: &str,
@@ -69,6 +71,7 @@ impl Service {
     ) -> Result<(), HostError> {
         validate::config(&new.vm, &self.others(&new.vm.name))?;
         self.home.save(new)?;
+        drop(define);
         let applied = self
             .refresh_firewall()
             .and_then(|()| hot.map_or(Ok(()), |f| f()));
@@ -83,7 +86,7 @@ impl Service {
     pub(super) fn add_nic(&self, name: &str, spec: NicSpec, user: &str) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _d = self.define.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.define.lock().unwrap_or_else(|p| p.into_inner());
         let (old, st) = self.current_locked(name)?;
         let hot = mode(name, st.state, "add a network adapter")?;
         let mut new = old.clone();
@@ -98,11 +101,6 @@ impl Service {
         })?;
         let tap = n.switch.as_ref().map(|_| tap_of(&new.id, index, &n));
         let add = || -> Result<(), HostError> {
-            if hot && old.vm.nics.iter().any(|o| o.slot.is_none()) {
-                return Err(HostError::unsupported(format!(
-                    "VM '{name}' was started before adapters had slots: turn it off and on once to add adapters while it runs"
-                )));
-            }
             let bridge = crate::ports::bridge_for(&self.home, &n)?;
             let verb = Verb::NicAdd {
                 slot,
@@ -110,14 +108,20 @@ impl Service {
                 mac: n.mac.clone().unwrap_or_default(),
                 tap: tap.clone(),
                 bridge,
+                up: n.connected,
             };
             self.request(&new, user, verb)?;
-            if let Some(t) = &tap {
-                crate::ports::plug(&self.home, t, &n)?;
+            let limited = tap.as_ref().map_or(Ok(()), |t| {
+                strata_net::shape::set_bandwidth(t, n.bandwidth_limit).map_err(super::net_error)
+            });
+            if let Err(e) = limited {
+                // The device is in the guest: take it out again, or it outlives its settings.
+                let _ = self.request(&new, user, Verb::NicRemove { slot });
+                return Err(e);
             }
             Ok(())
         };
-        self.change_nics(&old, &new, user, hot.then_some(&add as _))?;
+        self.change_nics(d, &old, &new, user, hot.then_some(&add as _))?;
         if let (Some(sw), Some(mac)) = (&n.switch, &n.mac) {
             self.set_lease_owner(sw, mac, Some(&format!("{name}/nic{index}")));
         }
@@ -141,22 +145,23 @@ impl Service {
     pub(super) fn remove_nic(&self, name: &str, nic: &str, user: &str) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _d = self.define.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.define.lock().unwrap_or_else(|p| p.into_inner());
         let (old, st) = self.current_locked(name)?;
+        if st.state == VmState::Paused {
+            return Err(busy(
+                name,
+                st.state,
+                "remove a network adapter (the guest must let it go)",
+            ));
+        }
         let hot = mode(name, st.state, "remove a network adapter")?;
         let index = find(&old, nic)?;
-        self.check_no_forward(name, index)?;
+        self.check_no_forward(name, index, false)?;
         let mut new = old.clone();
         let n = new.vm.nics.remove(index);
-        let remove = || -> Result<(), HostError> {
-            let slot = n.slot.ok_or_else(|| {
-                HostError::unsupported(format!(
-                    "VM '{name}' was started before adapters had slots: turn it off to remove adapters"
-                ))
-            })?;
-            self.request(&old, user, Verb::NicRemove { slot })
-        };
-        self.change_nics(&old, &new, user, hot.then_some(&remove as _))?;
+        let slot = device_number(index, &n);
+        let remove = || self.request(&old, user, Verb::NicRemove { slot });
+        self.change_nics(d, &old, &new, user, hot.then_some(&remove as _))?;
         self.release_leases(name, std::slice::from_ref(&n), user);
         self.events.log(
             Code::NicDisconnected,
@@ -171,16 +176,50 @@ impl Service {
         Ok(())
     }
 
-    /// Refuses to remove adapter `index` while a port forward goes to it or to one after it
-    /// (forwards name adapters by index).
-    fn check_no_forward(&self, vm: &str, index: usize) -> Result<(), HostError> {
+    /// Refuses a new list of adapters that would leave a port forward to VM `vm` pointing at
+    /// another adapter than its own (forwards name adapters by index).
+    pub(super) fn check_forwards_kept(
+        &self,
+        vm: &str,
+        old: &[NicSpec],
+        new: &[NicSpec],
+    ) -> Result<(), HostError> {
+        let same = |i: usize| {
+            let (o, n) = (old.get(i), new.get(i));
+            o.zip(n)
+                .is_some_and(|(o, n)| o.mac == n.mac && o.switch == n.switch)
+        };
         for c in self.switch_configs() {
             if let Some(f) = c
                 .switch
                 .forwards
                 .iter()
-                .find(|f| f.vm.as_deref() == Some(vm) && f.nic >= index)
+                .find(|f| f.vm.as_deref() == Some(vm) && !same(f.nic))
             {
+                return Err(HostError::conflict(format!(
+                    "switch '{}' forwards host port {}/{} to VM '{vm}' NIC {}: that adapter would change; remove the forward first",
+                    c.switch.name,
+                    f.host_port,
+                    f.proto.as_str(),
+                    f.nic
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to remove (or, `exact`, to move) adapter `index` while a port forward goes to it
+    /// (or, removing, to one after it: forwards name adapters by index).
+    pub(super) fn check_no_forward(
+        &self,
+        vm: &str,
+        index: usize,
+        exact: bool,
+    ) -> Result<(), HostError> {
+        for c in self.switch_configs() {
+            if let Some(f) = c.switch.forwards.iter().find(|f| {
+                f.vm.as_deref() == Some(vm) && (f.nic == index || (!exact && f.nic > index))
+            }) {
                 return Err(HostError::conflict(format!(
                     "switch '{}' forwards host port {}/{} to VM '{vm}' NIC {}: remove that forward first",
                     c.switch.name,
@@ -202,7 +241,7 @@ impl Service {
     ) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let _d = self.define.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.define.lock().unwrap_or_else(|p| p.into_inner());
         let (old, st) = self.current_locked(name)?;
         let hot = mode(name, st.state, "change a network adapter")?;
         let index = find(&old, nic)?;
@@ -216,30 +255,30 @@ impl Service {
         }
         new.vm.nics[index] = after.clone();
         self.check_nic_switches(&new.vm.nics)?;
+        if before.switch != after.switch {
+            self.check_no_forward(name, index, true)?;
+        }
         let tap = tap_of(&old.id, index, &after);
-        let replug = || -> Result<(), HostError> {
-            if after.switch.is_some() {
-                crate::ports::plug(&self.home, &tap, &after)?;
-            }
-            if before.connected != after.connected {
-                let slot = after.slot.ok_or_else(|| {
-                    HostError::new(
-                        ErrorKind::Unsupported,
-                        "this adapter has no slot: turn the VM off and on once",
-                    )
-                })?;
-                self.request(
-                    &old,
-                    user,
-                    Verb::NicLink {
-                        slot,
-                        up: after.connected,
-                    },
-                )?;
+        let dev = device_number(index, &after);
+        let plugged = |n: &NicSpec, had_limit: bool| -> Result<(), HostError> {
+            if n.switch.is_some() {
+                crate::ports::plug(&self.home, &tap, n, had_limit)?;
             }
             Ok(())
         };
-        self.change_nics(&old, &new, user, hot.then_some(&replug as _))?;
+        let replug = || -> Result<(), HostError> {
+            let mut result = plugged(&after, before.bandwidth_limit.is_some());
+            if result.is_ok() && before.connected != after.connected {
+                let up = after.connected;
+                result = self.request(&old, user, Verb::NicLink { slot: dev, up });
+            }
+            if result.is_err() {
+                // Put the tap back as the old settings say.
+                let _ = plugged(&before, true);
+            }
+            result
+        };
+        self.change_nics(d, &old, &new, user, hot.then_some(&replug as _))?;
         if before.switch != after.switch {
             self.release_leases(name, std::slice::from_ref(&before), user);
         }
@@ -260,6 +299,13 @@ impl Service {
         );
         Ok(())
     }
+}
+
+/// The number in the adapter's QEMU ids (`nic<N>`, `net<N>`): its slot, or its index for
+/// adapters made before slots.
+fn device_number(index: usize, n: &NicSpec) -> u8 {
+    n.slot
+        .unwrap_or_else(|| u8::try_from(index).unwrap_or(u8::MAX))
 }
 
 /// Applies `set` to adapter `n`; returns the new adapter and what changed.

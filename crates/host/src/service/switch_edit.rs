@@ -215,6 +215,39 @@ impl Service {
         })
     }
 
+    /// Removes the port forwards to VM `vm` (being deleted) from every switch; their host ports
+    /// are free again. (The reservations they made stay, with the switch.)
+    pub(super) fn drop_forwards_of(&self, vm: &str, user: &str) {
+        let _g = self.define.lock().unwrap_or_else(|p| p.into_inner());
+        for mut c in self.switch_configs() {
+            let before = c.switch.forwards.len();
+            c.switch.forwards.retain(|f| f.vm.as_deref() != Some(vm));
+            let gone = before - c.switch.forwards.len();
+            if gone == 0 {
+                continue;
+            }
+            let name = c.switch.name.clone();
+            match self.home.save_switch(&c) {
+                Ok(()) => self.events.log(
+                    Code::SwitchChanged,
+                    None,
+                    user,
+                    &format!(
+                        "switch '{name}': {gone} port forward(s) to deleted VM '{vm}' removed"
+                    ),
+                ),
+                Err(e) => self.events.log(
+                    Code::SwitchWarning,
+                    None,
+                    user,
+                    &format!(
+                        "switch '{name}': forwards to deleted VM '{vm}' could not be removed: {e}"
+                    ),
+                ),
+            }
+        }
+    }
+
     /// A forward to VM `vm`'s NIC `nic` needs that NIC's address fixed: its reservation, or a
     /// new one (its current lease's address, else the first free address of the range).
     fn reserve_for_forward(

@@ -74,6 +74,16 @@ impl Service {
             )));
         }
         let plan = plan(&spec, &self.switch_configs())?;
+        let mut spec = spec;
+        if spec.forwards.iter().any(|f| f.vm.is_some()) {
+            return Err(HostError::invalid(format!(
+                "switch '{}': forwards to a VM are added once the switch exists (`strata switch forward add`), which reserves the VM's address",
+                spec.name
+            )));
+        }
+        for r in &mut spec.reservations {
+            r.mac = super::validate::mac(&r.mac)?;
+        }
         let config = SwitchConfig {
             schema: crate::store::SCHEMA,
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -84,7 +94,10 @@ impl Service {
             check_host_nic(nic, &bridge)?;
         }
         self.home.save_switch(&config)?;
-        if let Err(e) = self.bring_up(&config, &plan) {
+        let made = self
+            .bring_up(&config, &plan)
+            .and_then(|()| self.refresh_firewall());
+        if let Err(e) = made {
             self.stop_dhcp(&config.switch.name);
             self.tear_down(&config);
             let _ = self.home.remove_switch(&config.switch.name);
@@ -112,8 +125,9 @@ impl Service {
         Ok(config.switch.name)
     }
 
-    /// Makes the switch's bridge (the host's address on it, or its host adapter enslaved), its
-    /// firewall rules, and starts its DHCP server.
+    /// Makes the switch's bridge (the host's address on it, or its host adapter enslaved) and
+    /// starts its DHCP server. (Its firewall rules are the caller's: one refresh covers every
+    /// switch.)
     pub(super) fn bring_up(&self, config: &SwitchConfig, plan: &Plan) -> Result<(), HostError> {
         let bridge = link::bridge_name(&config.id);
         let address = plan.host.zip(plan.subnet.map(|s| s.prefix));
@@ -122,7 +136,6 @@ impl Service {
             check_host_nic(nic, &bridge)?;
             link::attach(nic, &bridge).map_err(net_error)?;
         }
-        self.refresh_firewall()?;
         self.start_dhcp(config, plan)
     }
 
@@ -159,8 +172,8 @@ impl Service {
                 users.join(", ")
             )));
         }
-        self.stop_dhcp(name);
         self.home.remove_switch(name)?;
+        self.stop_dhcp(name);
         let mut problems = self.tear_down(&config);
         if let Err(e) = self.refresh_firewall() {
             problems.push(e.to_string());
@@ -297,7 +310,7 @@ impl Service {
                 if n.switch.is_none() || !link::exists(&tap).unwrap_or(false) {
                     continue;
                 }
-                if let Err(e) = crate::ports::plug(&self.home, &tap, n) {
+                if let Err(e) = crate::ports::plug(&self.home, &tap, n, false) {
                     self.events.log(
                         Code::SwitchRestored,
                         Some(&name),

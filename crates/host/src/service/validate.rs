@@ -232,6 +232,11 @@ fn nics(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
             )));
         }
     }
+    for (i, n) in vm.nics.iter().enumerate() {
+        if let Some(b) = n.bandwidth_limit {
+            bandwidth(i, b)?;
+        }
+    }
     let mut slots = HashSet::new();
     for s in vm.nics.iter().filter_map(|n| n.slot) {
         if usize::from(s) >= MAX_NICS || !slots.insert(s) {
@@ -244,12 +249,40 @@ fn nics(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Gives each adapter without a slot one: the old adapter's at its position when free, else the
-/// first free slot.
+/// The bandwidth limits a NIC may have: 8 kbit/s (below, a token bucket cannot pass one
+/// frame) to 100 Gbit/s (above, nft's limit overflows).
+pub const BANDWIDTH_LIMITS: (u64, u64) = (8_000, 100_000_000_000);
+
+/// A NIC's bandwidth limit, in range.
+pub fn bandwidth(nic: usize, bits: u64) -> Result<u64, HostError> {
+    let (lo, hi) = BANDWIDTH_LIMITS;
+    if (lo..=hi).contains(&bits) {
+        Ok(bits)
+    } else {
+        Err(invalid(format!(
+            "NIC {nic}: a bandwidth limit of {bits} bit/s is out of range: choose 8K (8000) to 100G"
+        )))
+    }
+}
+
+/// Gives each new adapter (one without a slot) a slot: the old adapter's at its position when
+/// it had one and it is free, else the first free slot. Adapters of VMs made before slots keep
+/// none (and their QEMU-chosen PCI addresses, so the guest's interface names stay); their
+/// indices are taken, since their devices are named after them.
 pub fn assign_slots(nics: &mut [strata_api::NicSpec], old: &[strata_api::NicSpec]) {
+    let legacy = |i: usize, n: &strata_api::NicSpec| {
+        n.slot.is_none()
+            && old
+                .get(i)
+                .is_some_and(|o| o.slot.is_none() && o.mac == n.mac)
+    };
+    let is_legacy: Vec<bool> = nics.iter().enumerate().map(|(i, n)| legacy(i, n)).collect();
     let mut used: HashSet<u8> = nics.iter().filter_map(|n| n.slot).collect();
+    for (i, _) in is_legacy.iter().enumerate().filter(|(_, l)| **l) {
+        used.insert(u8::try_from(i).unwrap_or(u8::MAX));
+    }
     for (i, n) in nics.iter_mut().enumerate() {
-        if n.slot.is_some() {
+        if n.slot.is_some() || is_legacy[i] {
             continue;
         }
         let kept = old
@@ -421,5 +454,51 @@ mod tests {
         std::fs::write(&path, b"not a vhd").unwrap();
         vm.disks.truncate(1);
         refused(&vm, &[], &format!("disk '{p}'"));
+    }
+
+    #[test]
+    fn new_adapters_get_free_slots_and_old_ones_keep_theirs() {
+        let nic = |mac: &str, slot: Option<u8>| NicSpec {
+            mac: Some(mac.into()),
+            slot,
+            ..NicSpec::new(None)
+        };
+        // A VM made before slots: its adapters keep none (and their indices are taken).
+        let old = [
+            nic("02:00:00:00:00:01", None),
+            nic("02:00:00:00:00:02", None),
+        ];
+        let mut new = old.to_vec();
+        new.push(nic("02:00:00:00:00:03", None));
+        assign_slots(&mut new, &old);
+        let slots: Vec<_> = new.iter().map(|n| n.slot).collect();
+        assert_eq!(slots, [None, None, Some(2)]);
+        // A new VM: slots in order; a removed adapter's slot is reused by the next one.
+        let mut fresh = vec![
+            nic("02:00:00:00:00:04", None),
+            nic("02:00:00:00:00:05", None),
+        ];
+        assign_slots(&mut fresh, &[]);
+        assert_eq!((fresh[0].slot, fresh[1].slot), (Some(0), Some(1)));
+        let mut after = vec![fresh[1].clone(), nic("02:00:00:00:00:06", None)];
+        assign_slots(&mut after, &fresh);
+        assert_eq!((after[0].slot, after[1].slot), (Some(1), Some(0)));
+    }
+
+    #[test]
+    fn bandwidth_limits_are_bounded() {
+        assert!(bandwidth(0, 7_999)
+            .unwrap_err()
+            .message
+            .contains("out of range"));
+        assert!(bandwidth(0, 100_000_000_001).is_err());
+        assert_eq!(bandwidth(0, 1_000_000).unwrap(), 1_000_000);
+        let mut vm = CreateVm::named("v");
+        vm.nics = vec![NicSpec {
+            mac: Some("02:00:00:00:00:09".into()),
+            bandwidth_limit: Some(1),
+            ..NicSpec::new(None)
+        }];
+        refused(&vm, &[], "bandwidth limit of 1 bit/s");
     }
 }

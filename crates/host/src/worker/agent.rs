@@ -79,6 +79,13 @@ pub(super) fn start_heartbeat(shared: std::sync::Arc<Shared>) {
                     ),
                 }
             }
+            if ok
+                && shared
+                    .time_pending
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                sync_time(&shared, "system", "restored");
+            }
             if ok && (now != before || pings % INFO_EVERY == 0) {
                 save_guest_info(a, &shared.dir);
             }

@@ -76,6 +76,8 @@ struct Shared {
     qemu_ended: std::sync::atomic::AtomicBool,
     /// The guest agent's channel, when the VM has one.
     agent: Option<crate::agent::Agent>,
+    /// The guest's clock is to be set once its agent answers (after a restore).
+    time_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

@@ -22,14 +22,22 @@ pub(super) fn execute(qmp: &Qmp, verb: &Verb) -> Result<(), HostError> {
             mac,
             tap,
             bridge,
-        } => add(
-            qmp,
-            *slot,
-            crate::qemu::nic_model(*model),
-            mac,
-            tap.as_deref(),
-            bridge.as_deref(),
-        ),
+            up,
+        } => {
+            add(
+                qmp,
+                *slot,
+                crate::qemu::nic_model(*model),
+                mac,
+                tap.as_deref(),
+                bridge.as_deref(),
+            )?;
+            if !*up {
+                let args = json!({ "name": format!("nic{slot}"), "up": false });
+                qmp.execute("set_link", Some(args))?;
+            }
+            Ok(())
+        }
         Verb::NicRemove { slot } => remove(qmp, *slot),
         Verb::NicLink { slot, up } => qmp
             .execute(
@@ -93,7 +101,7 @@ fn remove(qmp: &Qmp, slot: u8) -> Result<(), HostError> {
                 return Err(HostError::new(
                     ErrorKind::Hung,
                     format!(
-                        "the guest did not let network adapter {id} go within {} s (does it handle ACPI hot-plug?); it stays, and goes when the VM is turned off",
+                        "the guest did not let network adapter {id} go within {} s (does it handle ACPI hot-plug?): it stays in the VM and in its settings; QEMU removes it if the guest lets it go later (try again then), or when the VM is turned off",
                         RELEASE_LIMIT.as_secs()
                     ),
                 ));

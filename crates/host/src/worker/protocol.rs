@@ -53,6 +53,8 @@ pub enum Verb {
         tap: Option<String>,
         /// The bridge the tap goes on before the device appears (none: left unconnected).
         bridge: Option<String>,
+        /// Its link (false: the cable is unplugged from the start).
+        up: bool,
     },
     /// Hot-remove the adapter of `slot` (the guest must let it go), then its backend.
     NicRemove {

@@ -255,6 +255,7 @@ fn launch_vm(
             .vm
             .agent
             .then(|| crate::agent::Agent::new(&sockets.agent)),
+        time_pending: std::sync::atomic::AtomicBool::new(args.restore),
     });
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;
@@ -264,10 +265,6 @@ fn launch_vm(
         restore(&shared)?;
     }
     shared.qmp.resume()?;
-    if args.restore {
-        let s = shared.clone();
-        std::thread::spawn(move || super::agent::sync_time(&s, "system", "restored"));
-    }
     super::agent::start_heartbeat(shared.clone());
     let listener = UnixListener::bind(&sockets.control)
         .map_err(|e| HostError::io(&sockets.control, "listen on", e))?;
@@ -291,7 +288,7 @@ fn connect_nics(home: &Home, config: &VmConfig, qmp: &crate::qmp::Qmp) -> Result
             continue;
         };
         let tap = strata_net::link::tap_name(&config.id, slot);
-        crate::ports::plug(home, &tap, n)
+        crate::ports::plug(home, &tap, n, false)
             .map_err(|e| e.context(format_args!("NIC {i} on switch '{switch}'")))?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! kernel with a busybox initramfs under TCG, and everything goes through the `strata` binary
 //! (and curl for raw API requests).
 
+mod agent;
 mod api;
 mod guests;
 mod net;
