@@ -262,6 +262,12 @@ const BODIES: &[(&str, &str, RequestBody, &str)] = &[
     ("GET", "/v1/vms/{name}/console", None, "text"),
     (
         "POST",
+        "/v1/vms/{name}/copy-file",
+        Some(("CopyFile", true)),
+        "CopyReport",
+    ),
+    (
+        "POST",
         "/v1/vms/{name}/nics",
         Some(("NicSpec", true)),
         "VmDetails",
@@ -639,6 +645,9 @@ fn details() -> VmDetails {
         }],
         cdrom: Some(s("/iso/install.iso")),
         nics: vec![nic_info()],
+        agent: true,
+        heartbeat: Heartbeat::Ok,
+        guest: Some(guest_info()),
         com_ports: vec![com()],
         kernel: Some(kernel()),
         accelerator: Accelerator::Kvm,
@@ -657,6 +666,25 @@ fn details() -> VmDetails {
     }
 }
 
+fn guest_interface() -> GuestInterface {
+    GuestInterface {
+        name: s("eth0"),
+        mac: Some(s("02:53:54:0a:0b:0c")),
+        addresses: vec![s("10.10.0.40/24"), s("fe80::53:54ff:fe0a:b0c/64")],
+    }
+}
+
+fn guest_info() -> GuestInfo {
+    GuestInfo {
+        os_name: Some(s("Debian GNU/Linux")),
+        os_version: Some(s("12 (bookworm)")),
+        kernel: Some(s("6.1.0-28-amd64")),
+        hostname: Some(s("web-1")),
+        interfaces: vec![guest_interface()],
+        reported: s("2026-11-22T10:00:05Z"),
+    }
+}
+
 fn cases() -> Vec<Case> {
     let create = CreateVm {
         name: s("web-1"),
@@ -672,6 +700,7 @@ fn cases() -> Vec<Case> {
         nics: vec![nic_spec()],
         com_ports: vec![com()],
         kernel: Some(kernel()),
+        agent: true,
         accelerator: Accelerator::Tcg,
         machine: Some(s("pc-i440fx-9.2")),
         start_action: StartAction::Always,
@@ -692,6 +721,7 @@ fn cases() -> Vec<Case> {
         nics: Some(vec![NicSpec::new(None)]),
         com_ports: Some(vec![com()]),
         accelerator: Some(Accelerator::Kvm),
+        agent: Some(true),
         machine: Some(s("pc")),
         kernel: Some(kernel()),
         start_action: Some(StartAction::IfRunning),
@@ -702,6 +732,9 @@ fn cases() -> Vec<Case> {
     let minimal_details = VmDetails {
         state: VmState::Off,
         cdrom: None,
+        agent: false,
+        heartbeat: Heartbeat::None,
+        guest: None,
         kernel: None,
         accelerator: Accelerator::Auto,
         pid: None,
@@ -742,6 +775,7 @@ fn cases() -> Vec<Case> {
         state: VmState::Saved,
         memory_mib: 512,
         cpus: 1,
+        heartbeat: Heartbeat::Lost,
     };
     let report = StopVmsReport {
         results: vec![(s("web-1"), s("saved")), (s("db"), s("shut down"))],
@@ -981,6 +1015,34 @@ fn cases() -> Vec<Case> {
             &SetNic::default(),
         ),
         case(&error, &error),
+        case(
+            &guest_info(),
+            &GuestInfo {
+                reported: s("2026-11-22T10:00:05Z"),
+                ..GuestInfo::default()
+            },
+        ),
+        case(
+            &guest_interface(),
+            &GuestInterface {
+                mac: None,
+                addresses: vec![],
+                ..guest_interface()
+            },
+        ),
+        case(
+            &CopyFile {
+                source: s("/etc/hostname"),
+                destination: s("/tmp/hostname"),
+                direction: CopyDirection::FromGuest,
+            },
+            &CopyFile {
+                source: s("/srv/setup.sh"),
+                destination: s("/root/setup.sh"),
+                direction: CopyDirection::ToGuest,
+            },
+        ),
+        case(&CopyReport { bytes: 4096 }, &CopyReport { bytes: 0 }),
     ]
 }
 
@@ -1155,6 +1217,8 @@ fn enums() -> Vec<(&'static str, Vec<Value>)> {
         variants!(ComKind: File, Socket),
         variants!(SwitchType: External, Internal, Private),
         variants!(Proto: Tcp, Udp),
+        variants!(Heartbeat: None, Ok, Lost),
+        variants!(CopyDirection: ToGuest, FromGuest),
         variants!(
             ErrorKind: NotFound,
             Invalid,
@@ -1260,13 +1324,14 @@ fn enum_schemas_match_serde() {
     assert_none("enum schemas", &problems);
 }
 
-/// Every type of `src/types.rs` and `src/net.rs` has a schema and a case in this test, and every
+/// Every type of `src/types.rs`, `src/net.rs` and `src/agent.rs` has a schema and a case in this test, and every
 /// schema is a type.
 #[test]
 fn every_type_has_a_schema() {
     let sources = [
         include_str!("../src/types.rs"),
         include_str!("../src/net.rs"),
+        include_str!("../src/agent.rs"),
     ];
     let types: BTreeSet<String> = sources
         .iter()
@@ -1288,9 +1353,9 @@ fn every_type_has_a_schema() {
         .map(|c| c.name.to_string())
         .chain(enums().iter().map(|(n, _)| n.to_string()))
         .collect();
-    let mut problems = differences("schemas vs types.rs and net.rs", &schemas, &types);
+    let mut problems = differences("schemas vs types.rs, net.rs and agent.rs", &schemas, &types);
     problems.extend(differences(
-        "types tested here vs types.rs and net.rs",
+        "types tested here vs types.rs, net.rs and agent.rs",
         &tested,
         &types,
     ));
@@ -1334,7 +1399,7 @@ fn object_check_can_fail() {
     let find = |name: &str| cases.iter().find(|c| c.name == name).expect(name);
     let create = find("CreateVm");
     let details = find("VmDetails");
-    let breakages: [(&Case, Breakage); 14] = [
+    let breakages: [(&Case, Breakage); 18] = [
         // A misspelt field.
         (create, |o| {
             let props = o["properties"].as_object_mut().expect("properties");
@@ -1419,6 +1484,42 @@ fn object_check_can_fail() {
                 .as_object_mut()
                 .expect("props")
                 .remove("bandwidth_limit");
+        }),
+        // A reply field serde writes, missing (the heartbeat of a VM in the list).
+        (find("VmSummary"), |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("heartbeat");
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "heartbeat");
+        }),
+        // A nullable object of a reply not marked so (what the guest agent reported).
+        (details, |o| {
+            o["properties"]["guest"]
+                .as_object_mut()
+                .expect("guest")
+                .remove("nullable");
+        }),
+        // A request field serde needs, missing from the schema.
+        (find("CopyFile"), |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("direction");
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "direction");
+        }),
+        // A default missing, of a field serde skips at its default (the agent channel).
+        (create, |o| {
+            o["properties"]["agent"]
+                .as_object_mut()
+                .expect("agent")
+                .remove("default");
         }),
     ];
     for (i, (c, breakage)) in breakages.into_iter().enumerate() {
