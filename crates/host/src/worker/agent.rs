@@ -283,7 +283,9 @@ fn to_guest(a: &Agent, src: &Path, dest: &str) -> Result<u64, HostError> {
 
 fn from_guest(a: &Agent, src: &str, dest: &Path) -> Result<u64, HostError> {
     let h = guest_open(a, src, "r")?;
-    let tmp = dest.with_extension("strata-part");
+    let mut tmp = dest.as_os_str().to_os_string();
+    tmp.push(".strata-part");
+    let tmp = std::path::PathBuf::from(tmp);
     let result = (|| {
         let mut out = std::fs::File::create(&tmp).map_err(|e| HostError::io(&tmp, "create", e))?;
         let mut total = 0u64;
