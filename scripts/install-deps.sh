@@ -12,7 +12,9 @@
 #   cpio: the real guests the tests boot (a stock Debian kernel and a busybox initramfs);
 # - qemu-guest-agent (from bookworm-backports too, to match QEMU 10): qemu-ga, which the tests copy
 #   into a guest's initramfs to talk to a real agent over virtio-serial (on the host its service only
-#   starts when the host itself has an org.qemu.guest_agent.0 port).
+#   starts when the host itself has an org.qemu.guest_agent.0 port);
+# - nftables (Strata's own NAT, port-forward and guard tables), ovmf (UEFI firmware, with the
+#   secure-boot build) and swtpm with swtpm-tools (a VM's TPM 2.0).
 # The backports suite is added (from the mirror the machine already uses) only when missing.
 set -euo pipefail
 SUDO=""
@@ -46,6 +48,6 @@ if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/
 else
   $SUDO apt-get install -y -qq --no-install-recommends qemu-utils qemu-system-x86 qemu-guest-agent >/dev/null
 fi
-$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time iproute2 nftables util-linux >/dev/null
+$SUDO apt-get install -y -qq libvhdi-utils fuse3 libnbd-bin e2fsprogs mount time iproute2 nftables util-linux ovmf swtpm swtpm-tools >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static cpio >/dev/null
 qemu-img --version | head -n 1

@@ -94,6 +94,17 @@ pub enum NicModel {
     E1000,
 }
 
+/// A VM's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS (generation 1).
+    #[default]
+    Bios,
+    /// UEFI from OVMF (generation 2), with a per-VM variables store.
+    Uefi,
+}
+
 /// A boot device class, in the order tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -282,6 +293,15 @@ pub struct CreateVm {
     /// the agent, heartbeat, time sync, guest information, file copy, file-system freeze.
     #[serde(default, skip_serializing_if = "is_false")]
     pub agent: bool,
+    /// BIOS (default) or UEFI.
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// UEFI secure boot (OVMF's secure-boot build with the Microsoft keys; needs a Q35 machine).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_boot: bool,
+    /// A TPM 2.0 (swtpm), its state kept in the VM's folder.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tpm: bool,
     /// KVM, TCG or auto (default).
     #[serde(default)]
     pub accelerator: Accelerator,
@@ -359,6 +379,15 @@ pub struct SetVm {
     /// The guest agent's channel on or off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<bool>,
+    /// BIOS or UEFI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+    /// Secure boot on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
+    /// A TPM on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<bool>,
     /// The versioned machine type (`pc` pins this host's newest i440FX type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
@@ -453,6 +482,12 @@ pub struct VmDetails {
     pub nics: Vec<NicInfo>,
     /// Whether it has the guest agent's channel.
     pub agent: bool,
+    /// BIOS or UEFI.
+    pub firmware: Firmware,
+    /// Whether UEFI secure boot is on.
+    pub secure_boot: bool,
+    /// Whether it has a TPM.
+    pub tpm: bool,
     /// Whether its guest agent answers.
     pub heartbeat: crate::Heartbeat,
     /// What the guest agent last reported (while the VM is active).

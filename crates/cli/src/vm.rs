@@ -174,6 +174,25 @@ pub struct Settings {
     /// The guest agent's channel (integration services): on or off
     #[arg(long)]
     agent: Option<String>,
+    /// Firmware: bios (default) or uefi
+    #[arg(long)]
+    firmware: Option<String>,
+    /// UEFI secure boot (with --firmware uefi --machine q35): on or off
+    #[arg(long)]
+    secure_boot: Option<String>,
+    /// A TPM 2.0 (swtpm), its state in the VM's folder: on or off
+    #[arg(long)]
+    tpm: Option<String>,
+}
+
+/// An `on`/`off` option.
+fn on_off(what: &str, v: Option<&str>) -> Result<Option<bool>> {
+    match v {
+        None => Ok(None),
+        Some("on") => Ok(Some(true)),
+        Some("off") => Ok(Some(false)),
+        Some(o) => bail!("--{what} '{o}': use on or off"),
+    }
 }
 
 /// A path from the caller's working directory, made absolute for the service.
@@ -276,12 +295,10 @@ impl Settings {
             shutdown_timeout_secs: self.shutdown_timeout,
             machine: self.machine.clone(),
             kernel: self.kernel()?,
-            agent: match self.agent.as_deref() {
-                None => None,
-                Some("on") => Some(true),
-                Some("off") => Some(false),
-                Some(o) => bail!("--agent '{o}': use on or off"),
-            },
+            agent: on_off("agent", self.agent.as_deref())?,
+            firmware: enum_opt("firmware", self.firmware.as_deref())?,
+            secure_boot: on_off("secure-boot", self.secure_boot.as_deref())?,
+            tpm: on_off("tpm", self.tpm.as_deref())?,
         })
     }
 
@@ -366,7 +383,10 @@ impl Settings {
             start_delay_secs,
             stop_action,
             shutdown_timeout_secs,
-            agent
+            agent,
+            firmware,
+            secure_boot,
+            tpm
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
         vm.kernel = s.kernel.filter(|k| !k.kernel.is_empty());

@@ -41,6 +41,15 @@ pub fn show(v: &VmDetails) {
     };
     println!("Accelerator:   {accel}");
     println!("Machine:       {}", v.machine);
+    let firmware = match (v.firmware, v.secure_boot) {
+        (strata_api::Firmware::Bios, _) => "BIOS",
+        (strata_api::Firmware::Uefi, false) => "UEFI",
+        (strata_api::Firmware::Uefi, true) => "UEFI, secure boot",
+    };
+    println!(
+        "Firmware:      {firmware}{}",
+        if v.tpm { ", TPM 2.0" } else { "" }
+    );
     if v.agent {
         println!("Guest agent:   heartbeat {}", heartbeat(v.heartbeat));
     }

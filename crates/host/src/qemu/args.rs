@@ -26,6 +26,8 @@ pub struct Sockets {
     pub vnc: PathBuf,
     /// The guest agent's channel (QEMU serves it).
     pub agent: PathBuf,
+    /// swtpm's control socket (the VM's TPM).
+    pub tpm: PathBuf,
 }
 
 impl Sockets {
@@ -38,6 +40,7 @@ impl Sockets {
             control: run_dir.join("control.sock"),
             vnc: run_dir.join("vnc.sock"),
             agent: run_dir.join("agent.sock"),
+            tpm: run_dir.join("swtpm.sock"),
         }
     }
 
@@ -54,7 +57,7 @@ fn ide_slot(n: usize) -> (usize, usize) {
 
 /// How QEMU is to start: which accelerator and machine type, and whether it waits for a saved
 /// state.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Launch<'a> {
     /// `kvm` or `tcg`.
     pub accel: Accelerator,
@@ -64,6 +67,9 @@ pub struct Launch<'a> {
     pub incoming: bool,
     /// The VM's id (its NICs' taps are named after it).
     pub vm_id: &'a str,
+    /// The firmware's and the TPM's arguments (`qemu::firmware`), made by the worker, which
+    /// prepares what they name.
+    pub firmware: Vec<String>,
 }
 
 /// QEMU's arguments for `vm` (without the binary). QEMU starts paused (`-S`); with
@@ -73,8 +79,9 @@ pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String
     a.extend(boot_order(vm));
     a.extend(com_ports(vm, sockets));
     a.extend(disks(vm, sockets));
-    a.extend(nics(vm, launch.vm_id));
+    a.extend(nics(vm, launch.vm_id, launch.machine));
     a.extend(agent(vm, sockets));
+    a.extend(launch.firmware.iter().cloned());
     a.extend(kernel(vm));
     if launch.incoming {
         a.extend(strings(&["-incoming", "defer"]));
@@ -90,13 +97,19 @@ fn strings(items: &[&str]) -> Vec<String> {
 fn base(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String> {
     let name = format!("{},debug-threads=on", vm.name.replace(',', ",,"));
     let (memory, cpus) = (vm.memory_mib.to_string(), vm.cpus.to_string());
+    // Secure boot keeps OVMF's variables behind SMM.
+    let machine = if vm.secure_boot {
+        format!("{},smm=on", launch.machine)
+    } else {
+        launch.machine.to_string()
+    };
     let vnc = format!("unix:{}", sockets.vnc.display());
     let qmp = format!("unix:{},server=on,wait=off", sockets.qmp.display());
     strings(&[
         "-name",
         &name,
         "-machine",
-        launch.machine,
+        &machine,
         "-accel",
         launch.accel.as_str(),
         "-cpu",
@@ -211,8 +224,11 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
 /// Network adapters: on a switch, a tap QEMU creates (named after the VM's id and the adapter's
 /// slot; the worker puts it on the switch's bridge before the guest runs, and it goes when QEMU
 /// ends); otherwise QEMU's user-mode network, restricted to the host. An adapter with a slot sits
-/// at PCI slot 0x18 + slot (after every disk), so adapters added while the VM ran are where a restore expects them.
-fn nics(vm: &CreateVm, vm_id: &str) -> Vec<String> {
+/// at PCI slot 0x18 + slot (after every disk) on an i440FX machine, so adapters added while the
+/// VM ran are where a restore expects them. (A Q35 machine's root bus takes no hot-plugged
+/// devices, and its slot 0x1f is the ICH9's: there QEMU places adapters itself.)
+fn nics(vm: &CreateVm, vm_id: &str, machine: &str) -> Vec<String> {
+    let fixed = !machine.starts_with("pc-q35-");
     let mut a = Vec::new();
     for (i, n) in vm.nics.iter().enumerate() {
         let slot = n.slot.map_or(i, usize::from);
@@ -221,7 +237,7 @@ fn nics(vm: &CreateVm, vm_id: &str) -> Vec<String> {
             "-netdev",
             &netdev(n, slot, &tap),
             "-device",
-            &nic_device(n, i),
+            &nic_device(n, i, fixed),
         ]));
     }
     a
@@ -243,14 +259,15 @@ pub(crate) fn nic_model(model: NicModel) -> &'static str {
     }
 }
 
-fn nic_device(n: &NicSpec, index: usize) -> String {
+fn nic_device(n: &NicSpec, index: usize, fixed: bool) -> String {
     let mac = n.mac.as_deref().unwrap_or_default();
     let model = nic_model(n.model);
     match n.slot {
-        Some(s) => format!(
+        Some(s) if fixed => format!(
             "{model},netdev=net{s},mac={mac},id=nic{s},addr={:#x}",
             NIC_PCI_BASE + usize::from(s)
         ),
+        Some(s) => format!("{model},netdev=net{s},mac={mac},id=nic{s}"),
         None => format!("{model},netdev=net{index},mac={mac},id=nic{index}"),
     }
 }
@@ -361,6 +378,7 @@ mod tests {
             machine,
             incoming,
             vm_id: "0123456789abcdef0123456789abcdef",
+            firmware: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! guest here ([`kvm`]), and the command line for a VM ([`args`]).
 
 mod args;
+pub mod firmware;
 mod kvm;
 
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct QemuInfo {
     pub machines: Vec<String>,
     /// What `pc` means to it (the type a new VM is pinned to).
     pub default: String,
+    /// Its versioned Q35 machine types, newest first (`pc-q35-10.0` …).
+    pub q35: Vec<String>,
+    /// What `q35` means to it.
+    pub q35_default: Option<String>,
 }
 
 impl QemuInfo {
@@ -60,6 +65,7 @@ impl QemuInfo {
         })?;
         let help = run(&["-machine", "help"])?;
         let (machines, default) = parse_machines(&help);
+        let (q35, q35_default) = parse_family(&help, "pc-q35-", "q35");
         let Some(default) = default else {
             return Err(HostError::unsupported(format!(
                 "{} offers no i440FX machine type (pc-i440fx-*): Strata's VMs need one",
@@ -71,6 +77,8 @@ impl QemuInfo {
             version,
             machines,
             default,
+            q35,
+            q35_default,
         })
     }
 
@@ -85,23 +93,37 @@ impl QemuInfo {
         if asked == "pc" || asked == "i440fx" {
             return Ok(self.default_machine().to_string());
         }
-        if self.machines.iter().any(|m| m == asked) {
+        if let (Some(q), "q35") = (&self.q35_default, asked) {
+            return Ok(q.clone());
+        }
+        if self.offers(asked) {
             return Ok(asked.to_string());
         }
-        let kind = if asked.starts_with("pc-i440fx-") {
-            ErrorKind::Unsupported
-        } else {
-            ErrorKind::Invalid
-        };
+        let kind =
+            if asked.starts_with("pc-i440fx-") || asked.starts_with("pc-q35-") || asked == "q35" {
+                ErrorKind::Unsupported
+            } else {
+                ErrorKind::Invalid
+            };
         Err(HostError::new(
             kind,
             format!(
-                "machine type '{asked}' is not one this host's QEMU ({}) offers for Strata's VMs: use pc (= {}) or one of {}",
+                "machine type '{asked}' is not one this host's QEMU ({}) offers for Strata's VMs: use pc (= {}), q35 or one of {}",
                 self.version,
                 self.default_machine(),
-                self.machines.join(", ")
+                self.all_machines().join(", ")
             ),
         ))
+    }
+
+    /// Whether this QEMU offers the versioned machine type `machine` (i440FX or Q35).
+    pub fn offers(&self, machine: &str) -> bool {
+        self.machines.iter().chain(&self.q35).any(|m| m == machine)
+    }
+
+    /// Every versioned machine type a VM may use: the i440FX ones, then the Q35 ones.
+    pub fn all_machines(&self) -> Vec<String> {
+        self.machines.iter().chain(&self.q35).cloned().collect()
     }
 
     /// Why this QEMU can't save a VM's state, if it can't.
@@ -164,6 +186,12 @@ fn parse_version(line: &str) -> Option<Version> {
 /// The versioned i440FX machine types in `-machine help`'s output, newest first (numbered, then
 /// the others by name), and the one `pc` is an alias of (else the newest numbered one).
 fn parse_machines(help: &str) -> (Vec<String>, Option<String>) {
+    parse_family(help, "pc-i440fx-", "pc")
+}
+
+/// The versioned machine types of a family (`prefix`: `pc-i440fx-`, `pc-q35-`), newest first,
+/// and the one `alias_name` is an alias of (else the newest numbered one).
+fn parse_family(help: &str, prefix: &str, alias_name: &str) -> (Vec<String>, Option<String>) {
     let mut numbered: Vec<(Version, String)> = Vec::new();
     let mut named: Vec<String> = Vec::new();
     let mut alias = None;
@@ -171,14 +199,14 @@ fn parse_machines(help: &str) -> (Vec<String>, Option<String>) {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        if name == "pc" {
+        if name == alias_name {
             alias = line
                 .split("(alias of ")
                 .nth(1)
                 .and_then(|rest| rest.split(')').next())
                 .map(str::to_string);
         }
-        let Some(suffix) = name.strip_prefix("pc-i440fx-") else {
+        let Some(suffix) = name.strip_prefix(prefix) else {
             continue;
         };
         match parse_version(&format!("version {suffix}")) {
@@ -235,11 +263,14 @@ pc-q35-10.0          Standard PC (Q35 + ICH9, 2009)
 
     fn info(version: Version) -> QemuInfo {
         let (machines, default) = parse_machines(HELP);
+        let (q35, q35_default) = parse_family(HELP, "pc-q35-", "q35");
         QemuInfo {
             line: String::new(),
             version,
             machines,
             default: default.unwrap(),
+            q35,
+            q35_default,
         }
     }
 
@@ -296,7 +327,11 @@ pc-i440fx-rhel7.6.0  RHEL 7.6.0 PC (i440FX + PIIX, 1996)
         assert_eq!(e.kind, ErrorKind::Unsupported);
         assert!(e.message.contains("'pc-i440fx-11.0'"), "{e}");
         assert!(e.message.contains("pc-i440fx-9.2"), "{e}");
-        let e = q.resolve_machine("q35").unwrap_err();
+        assert_eq!(q.resolve_machine("q35").unwrap(), "pc-q35-10.0");
+        assert_eq!(q.resolve_machine("pc-q35-10.0").unwrap(), "pc-q35-10.0");
+        let e = q.resolve_machine("pc-q35-99.0").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        let e = q.resolve_machine("isapc").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
     }
 

@@ -46,6 +46,9 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("machine type", set.machine.is_some()),
         ("direct kernel boot", set.kernel.is_some()),
         ("guest agent channel", set.agent.is_some()),
+        ("firmware", set.firmware.is_some()),
+        ("secure boot", set.secure_boot.is_some()),
+        ("TPM", set.tpm.is_some()),
         // A saved VM may change accelerator: the saved state's own check decides at start.
         (
             "accelerator",
@@ -78,6 +81,9 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     apply!(com_ports, "COM ports");
     apply!(accelerator, "accelerator");
     apply!(agent, "guest agent channel");
+    apply!(firmware, "firmware");
+    apply!(secure_boot, "secure boot");
+    apply!(tpm, "TPM");
     apply!(start_action, "start action");
     apply!(start_delay_secs, "start delay");
     apply!(stop_action, "stop action");
@@ -121,6 +127,7 @@ impl Service {
             changed.push("network adapters");
         }
         validate::config(&c.vm, &self.others(name))?;
+        crate::qemu::firmware::check(&c.vm, c.vm.machine.as_deref().unwrap_or_default())?;
         self.home.save(&c)?;
         let gone: Vec<_> = old_nics
             .into_iter()
@@ -489,7 +496,7 @@ fn check_machine(name: &str, machine: Option<&str>, qemu: &QemuInfo) -> Result<(
             "VM '{name}' has no pinned machine type: restart the host service to pin it"
         )));
     };
-    if qemu.machines.iter().any(|m| m == machine) {
+    if qemu.offers(machine) {
         return Ok(());
     }
     Err(HostError::unsupported(format!(
@@ -515,7 +522,7 @@ fn check_saved(
             image.display()
         )));
     }
-    if !qemu.machines.contains(&saved.machine) {
+    if !qemu.offers(&saved.machine) {
         return Err(HostError::unsupported(format!(
             "VM '{name}' was saved on machine type {} ({}), which this host's QEMU ({}) lacks: a saved state restores only on its own machine type. Restore it on a host whose QEMU has {}, or discard the saved state (`strata vm discard-saved {name}`)",
             saved.machine, saved.qemu, qemu.version, saved.machine

@@ -505,6 +505,9 @@ impl Service {
             cdrom: vm.cdrom,
             nics,
             agent: vm.agent,
+            firmware: vm.firmware,
+            secure_boot: vm.secure_boot,
+            tpm: vm.tpm,
             heartbeat: if active {
                 st.heartbeat
             } else {
@@ -544,7 +547,7 @@ impl Service {
             qemu: self.qemu.line.clone(),
             qemu_version: self.qemu.version.to_string(),
             default_machine: self.qemu.default_machine().to_string(),
-            machines: self.qemu.machines.clone(),
+            machines: self.qemu.all_machines(),
             features: self.qemu.features(&self.kvm),
             vms: self.home.names().len(),
         }
@@ -620,6 +623,7 @@ impl Service {
         validate::assign_slots(&mut spec.nics, &[]);
         self.check_nic_switches(&spec.nics)?;
         validate::config(&spec, &others)?;
+        crate::qemu::firmware::check(&spec, spec.machine.as_deref().unwrap_or_default())?;
         let config = VmConfig {
             schema: SCHEMA,
             id: uuid::Uuid::new_v4().simple().to_string(),

@@ -78,6 +78,8 @@ struct Shared {
     agent: Option<crate::agent::Agent>,
     /// The guest's clock is to be set once its agent answers (after a restore).
     time_pending: std::sync::atomic::AtomicBool,
+    /// The VM's TPM (swtpm), kept running as long as QEMU.
+    _tpm: Option<crate::qemu::firmware::Swtpm>,
 }
 
 impl Shared {

@@ -225,11 +225,20 @@ fn launch_vm(
     std::fs::create_dir_all(&run_dir).map_err(|e| HostError::io(&run_dir, "create", e))?;
     let sockets = Sockets::new(&run_dir);
     let disks = serve_disks(&p.config, &sockets)?;
+    let vm = &p.config.vm;
+    let mut firmware = qemu::firmware::args(vm, &p.dir)?;
+    let tpm = if vm.tpm {
+        Some(qemu::firmware::start_swtpm(&p.dir, &sockets)?)
+    } else {
+        None
+    };
+    firmware.extend(qemu::firmware::tpm_args(vm, &sockets));
     let launch = Launch {
         accel: args.accel,
         machine: &p.machine,
         incoming: args.restore,
         vm_id: &p.config.id,
+        firmware,
     };
     let (child, qmp) = self::launch(&p.config, &p.dir, &sockets, &launch)?;
     let qemu_pid = child.id();
@@ -256,6 +265,7 @@ fn launch_vm(
             .agent
             .then(|| crate::agent::Agent::new(&sockets.agent)),
         time_pending: std::sync::atomic::AtomicBool::new(args.restore),
+        _tpm: tpm,
     });
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;

@@ -5,6 +5,7 @@
 mod agent;
 mod api;
 mod guests;
+mod hardware;
 mod net;
 mod net_guards;
 mod net_nat;
