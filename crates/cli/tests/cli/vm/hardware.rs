@@ -17,11 +17,11 @@ echo REPORT-DONE
 poweroff -f
 "#;
 
-fn boot_and_report(h: &Host, vm: &str, run: u32) -> String {
+fn boot_and_report(h: &Host, vm: &str, run: usize) -> String {
     h.ok(&["vm", "start", vm]);
     h.wait_state(vm, "off", T);
     let text = h.console(vm);
-    assert_eq!(text.matches("REPORT-DONE").count() as u32, run, "{text}");
+    assert_eq!(text.matches("REPORT-DONE").count(), run, "{text}");
     text
 }
 
