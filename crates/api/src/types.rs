@@ -81,6 +81,8 @@ pub enum DiskBus {
     /// virtio-blk (synthetic, as Hyper-V's VMBus storage): fast, needs a virtio driver.
     #[default]
     Virtio,
+    /// A SCSI disk on the VM's virtio-scsi controller (Virtual Server's SCSI adapter: 7 disks).
+    Scsi,
 }
 
 /// A network adapter's model.
@@ -280,6 +282,12 @@ pub struct CreateVm {
     /// An ISO file in the CD/DVD drive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<String>,
+    /// A floppy image (raw 1.44 MB, Virtual Server's `.vfd`) in drive A: (i440FX machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floppy: Option<String>,
+    /// A USB tablet, so a VNC pointer lands where it is shown.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub usb_tablet: bool,
     /// Network adapters.
     #[serde(default)]
     pub nics: Vec<NicSpec>,
@@ -367,6 +375,12 @@ pub struct SetVm {
     /// The ISO in the CD/DVD drive; an empty string empties the drive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<String>,
+    /// The floppy image; an empty string empties the drive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floppy: Option<String>,
+    /// A USB tablet on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_tablet: Option<bool>,
     /// Network adapters (the whole list; existing MACs are kept by position when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nics: Option<Vec<NicSpec>>,
@@ -478,6 +492,10 @@ pub struct VmDetails {
     pub disks: Vec<DiskInfo>,
     /// The ISO in the CD/DVD drive.
     pub cdrom: Option<String>,
+    /// The floppy image in drive A:.
+    pub floppy: Option<String>,
+    /// Whether it has a USB tablet.
+    pub usb_tablet: bool,
     /// Network adapters.
     pub nics: Vec<NicInfo>,
     /// Whether it has the guest agent's channel.

@@ -121,7 +121,7 @@ pub struct Settings {
     /// Virtual processors
     #[arg(long)]
     cpus: Option<u32>,
-    /// A disk, PATH[:ide|:virtio] (virtio by default); repeat for more. With `set`, replaces the list.
+    /// A disk, PATH[:ide|:virtio|:scsi] (virtio by default); repeat for more. With `set`, replaces the list.
     #[arg(long = "disk")]
     disks: Vec<String>,
     /// An ISO image in the CD/DVD drive ("" empties it)
@@ -183,6 +183,12 @@ pub struct Settings {
     /// A TPM 2.0 (swtpm), its state in the VM's folder: on or off
     #[arg(long)]
     tpm: Option<String>,
+    /// A floppy image (raw, .img/.vfd) in drive A: ("" empties it)
+    #[arg(long)]
+    floppy: Option<String>,
+    /// A USB tablet for an accurate VNC pointer: on or off
+    #[arg(long)]
+    usb_tablet: Option<String>,
 }
 
 /// An `on`/`off` option.
@@ -299,6 +305,12 @@ impl Settings {
             firmware: enum_opt("firmware", self.firmware.as_deref())?,
             secure_boot: on_off("secure-boot", self.secure_boot.as_deref())?,
             tpm: on_off("tpm", self.tpm.as_deref())?,
+            floppy: match self.floppy.as_deref() {
+                None => None,
+                Some("") => Some(String::new()),
+                Some(f) => Some(absolute(f)?),
+            },
+            usb_tablet: on_off("usb-tablet", self.usb_tablet.as_deref())?,
         })
     }
 
@@ -389,6 +401,8 @@ impl Settings {
             tpm
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
+        vm.floppy = s.floppy.filter(|f| !f.is_empty());
+        vm.usb_tablet = s.usb_tablet.unwrap_or(false);
         vm.kernel = s.kernel.filter(|k| !k.kernel.is_empty());
         vm.machine = s.machine;
         Ok(vm)

@@ -183,6 +183,10 @@ fn com_ports(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
 fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
     let mut a = Vec::new();
     let mut ide = 0;
+    let mut scsi = 0;
+    if vm.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
+        a.extend(strings(&["-device", "virtio-scsi-pci,id=scsi0"]));
+    }
     for (i, d) in vm.disks.iter().enumerate() {
         let node = format!("disk{i}");
         let blockdev = json!({
@@ -195,6 +199,13 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
                 let (bus, unit) = ide_slot(ide);
                 ide += 1;
                 format!("ide-hd,drive={node},bus=ide.{bus},unit={unit},id=hd{i}")
+            }
+            DiskBus::Scsi => {
+                scsi += 1;
+                format!(
+                    "scsi-hd,drive={node},bus=scsi0.0,channel=0,scsi-id={},lun=0,id=sd{i}",
+                    scsi - 1
+                )
             }
         };
         a.extend(strings(&[
@@ -216,6 +227,33 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
             &blockdev.to_string(),
             "-device",
             &device,
+        ]));
+    }
+    a.extend(floppy_and_tablet(vm));
+    a
+}
+
+/// The floppy drive (its image as a raw file) and the USB tablet.
+fn floppy_and_tablet(vm: &CreateVm) -> Vec<String> {
+    let mut a = Vec::new();
+    if let Some(img) = &vm.floppy {
+        let blockdev = json!({
+            "driver": "raw", "node-name": "fd0",
+            "file": { "driver": "file", "filename": img },
+        });
+        a.extend(strings(&[
+            "-blockdev",
+            &blockdev.to_string(),
+            "-device",
+            "floppy,unit=0,drive=fd0,id=fd0",
+        ]));
+    }
+    if vm.usb_tablet {
+        a.extend(strings(&[
+            "-device",
+            "qemu-xhci,id=xhci0",
+            "-device",
+            "usb-tablet,bus=xhci0.0,id=tablet0",
         ]));
     }
     a
@@ -313,6 +351,9 @@ fn kernel(vm: &CreateVm) -> Vec<String> {
 pub const MAX_IDE: usize = 4;
 /// virtio disks.
 pub const MAX_VIRTIO: usize = 16;
+
+/// Disks on the SCSI controller (Virtual Server's SCSI adapter took 7).
+pub const MAX_SCSI: usize = 7;
 /// Network adapters.
 pub const MAX_NICS: usize = 8;
 

@@ -12,7 +12,7 @@ use strata_api::{Accelerator, HostFeature};
 
 use crate::error::{ErrorKind, HostError};
 
-pub use args::{args, Launch, Sockets, MAX_IDE, MAX_NICS, MAX_VIRTIO};
+pub use args::{args, Launch, Sockets, MAX_IDE, MAX_NICS, MAX_SCSI, MAX_VIRTIO};
 pub(crate) use args::{nic_model, NIC_PCI_BASE};
 pub use kvm::probe_kvm;
 

@@ -46,6 +46,8 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("machine type", set.machine.is_some()),
         ("direct kernel boot", set.kernel.is_some()),
         ("guest agent channel", set.agent.is_some()),
+        ("USB tablet", set.usb_tablet.is_some()),
+        ("floppy", set.floppy.is_some()),
         ("firmware", set.firmware.is_some()),
         ("secure boot", set.secure_boot.is_some()),
         ("TPM", set.tpm.is_some()),
@@ -81,6 +83,7 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     apply!(com_ports, "COM ports");
     apply!(accelerator, "accelerator");
     apply!(agent, "guest agent channel");
+    apply!(usb_tablet, "USB tablet");
     apply!(firmware, "firmware");
     apply!(secure_boot, "secure boot");
     apply!(tpm, "TPM");
@@ -91,6 +94,10 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     if let Some(iso) = set.cdrom {
         vm.cdrom = (!iso.is_empty()).then_some(iso);
         changed.push("CD/DVD");
+    }
+    if let Some(f) = set.floppy {
+        vm.floppy = (!f.is_empty()).then_some(f);
+        changed.push("floppy");
     }
     if let Some(k) = set.kernel {
         vm.kernel = (!k.kernel.is_empty()).then_some(k);

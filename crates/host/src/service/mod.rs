@@ -503,6 +503,8 @@ impl Service {
                 })
                 .collect(),
             cdrom: vm.cdrom,
+            floppy: vm.floppy,
+            usb_tablet: vm.usb_tablet,
             nics,
             agent: vm.agent,
             firmware: vm.firmware,

@@ -8,7 +8,7 @@ use strata_api::{CreateVm, DiskBus};
 use strata_vhd::{Disk, OpenOptions};
 
 use crate::error::HostError;
-use crate::qemu::{MAX_IDE, MAX_NICS, MAX_VIRTIO};
+use crate::qemu::{MAX_IDE, MAX_NICS, MAX_SCSI, MAX_VIRTIO};
 use crate::store::VmConfig;
 
 /// Memory limits in MiB.
@@ -169,11 +169,30 @@ fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
             "{ide} IDE devices (disks and the CD/DVD drive): the IDE controller has {MAX_IDE} places; put disks on virtio"
         )));
     }
-    let virtio = vm.disks.len() - vm.disks.iter().filter(|d| d.bus == DiskBus::Ide).count();
+    let virtio = vm.disks.iter().filter(|d| d.bus == DiskBus::Virtio).count();
     if virtio > MAX_VIRTIO {
         return Err(invalid(format!(
             "{virtio} virtio disks: at most {MAX_VIRTIO}"
         )));
+    }
+    let scsi = vm.disks.iter().filter(|d| d.bus == DiskBus::Scsi).count();
+    if scsi > MAX_SCSI {
+        return Err(invalid(format!(
+            "{scsi} SCSI disks: the SCSI controller has {MAX_SCSI} places"
+        )));
+    }
+    if let Some(f) = &vm.floppy {
+        absolute_file("floppy image", f)?;
+        if vm
+            .machine
+            .as_deref()
+            .is_some_and(|m| m.starts_with("pc-q35-"))
+        {
+            return Err(invalid(format!(
+                "VM '{}': a Q35 machine has no floppy controller; use an i440FX machine (--machine pc) for a floppy",
+                vm.name
+            )));
+        }
     }
     let mut mine = HashSet::new();
     for d in &vm.disks {
