@@ -646,13 +646,16 @@ fn details() -> VmDetails {
         cdrom: Some(s("/iso/install.iso")),
         nics: vec![nic_info()],
         agent: true,
+        firmware: Firmware::Uefi,
+        secure_boot: true,
+        tpm: true,
         heartbeat: Heartbeat::Ok,
         guest: Some(guest_info()),
         com_ports: vec![com()],
         kernel: Some(kernel()),
         accelerator: Accelerator::Kvm,
         accelerator_setting: Accelerator::Auto,
-        machine: s("pc-i440fx-10.0"),
+        machine: s("pc-q35-10.0"),
         start_action: StartAction::IfRunning,
         start_delay_secs: 30,
         stop_action: StopAction::TurnOff,
@@ -701,8 +704,11 @@ fn cases() -> Vec<Case> {
         com_ports: vec![com()],
         kernel: Some(kernel()),
         agent: true,
+        firmware: Firmware::Uefi,
+        secure_boot: true,
+        tpm: true,
         accelerator: Accelerator::Tcg,
-        machine: Some(s("pc-i440fx-9.2")),
+        machine: Some(s("pc-q35-9.2")),
         start_action: StartAction::Always,
         start_delay_secs: 30,
         stop_action: StopAction::Shutdown,
@@ -722,7 +728,10 @@ fn cases() -> Vec<Case> {
         com_ports: Some(vec![com()]),
         accelerator: Some(Accelerator::Kvm),
         agent: Some(true),
-        machine: Some(s("pc")),
+        firmware: Some(Firmware::Uefi),
+        secure_boot: Some(false),
+        tpm: Some(true),
+        machine: Some(s("q35")),
         kernel: Some(kernel()),
         start_action: Some(StartAction::IfRunning),
         start_delay_secs: Some(0),
@@ -733,6 +742,9 @@ fn cases() -> Vec<Case> {
         state: VmState::Off,
         cdrom: None,
         agent: false,
+        firmware: Firmware::Bios,
+        secure_boot: false,
+        tpm: false,
         heartbeat: Heartbeat::None,
         guest: None,
         kernel: None,
@@ -742,6 +754,7 @@ fn cases() -> Vec<Case> {
         console_socket: None,
         started_at: None,
         last_error: None,
+        machine: s("pc-i440fx-10.0"),
         ..details()
     };
     let event = Event {
@@ -766,7 +779,12 @@ fn cases() -> Vec<Case> {
         qemu: s("qemu-system-x86_64 8.2.2"),
         qemu_version: s("8.2.2"),
         default_machine: s("pc-i440fx-8.2"),
-        machines: vec![s("pc-i440fx-8.2"), s("pc-i440fx-8.1")],
+        machines: vec![
+            s("pc-i440fx-8.2"),
+            s("pc-i440fx-8.1"),
+            s("pc-q35-8.2"),
+            s("pc-q35-8.1"),
+        ],
         features: vec![feature.clone()],
         vms: 3,
     };
@@ -1211,6 +1229,7 @@ fn enums() -> Vec<(&'static str, Vec<Value>)> {
         variants!(Accelerator: Auto, Kvm, Tcg),
         variants!(DiskBus: Ide, Virtio),
         variants!(NicModel: Virtio, E1000),
+        variants!(Firmware: Bios, Uefi),
         variants!(BootDevice: Disk, Cdrom, Network),
         variants!(StartAction: Never, Always, IfRunning),
         variants!(StopAction: Save, Shutdown, TurnOff),
@@ -1399,7 +1418,7 @@ fn object_check_can_fail() {
     let find = |name: &str| cases.iter().find(|c| c.name == name).expect(name);
     let create = find("CreateVm");
     let details = find("VmDetails");
-    let breakages: [(&Case, Breakage); 18] = [
+    let breakages: [(&Case, Breakage); 22] = [
         // A misspelt field.
         (create, |o| {
             let props = o["properties"].as_object_mut().expect("properties");
@@ -1521,6 +1540,35 @@ fn object_check_can_fail() {
                 .expect("agent")
                 .remove("default");
         }),
+        // A request field serde reads, missing from the schema (the firmware).
+        (create, |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("firmware");
+        }),
+        // A wrong default of a field serde skips at its default (secure boot).
+        (create, |o| {
+            o["properties"]["secure_boot"]["default"] = json!(true)
+        }),
+        // A reply field serde writes, missing (the TPM).
+        (details, |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("tpm");
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "tpm");
+        }),
+        // A field of a change request, missing (secure boot).
+        (find("SetVm"), |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("secure_boot");
+        }),
     ];
     for (i, (c, breakage)) in breakages.into_iter().enumerate() {
         let mut spec = spec();
@@ -1568,8 +1616,15 @@ fn enum_check_can_fail() {
         .expect("enum");
     values.retain(|v| v != "turn-off");
     values.push(json!("turn_off"));
-    let (name, values) = &enums()[6];
-    assert_eq!(*name, "StopAction");
+    let enums = enums();
+    let find = |name: &str| {
+        enums
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, values)| values)
+            .expect(name)
+    };
+    let (name, values) = ("StopAction", find("StopAction"));
     let problems = check_enum(&spec, name, values).join("\n");
     assert!(
         problems.contains("turn-off") && problems.contains("turn_off"),
@@ -1581,8 +1636,12 @@ fn enum_check_can_fail() {
         .as_array_mut()
         .expect("enum")
         .retain(|v| v != "external");
-    let (name, values) = &enums()[8];
-    assert_eq!(*name, "SwitchType");
+    let (name, values) = ("SwitchType", find("SwitchType"));
     let problems = check_enum(&spec, name, values).join("\n");
     assert!(problems.contains("external"), "{problems}");
+    // The firmware without UEFI.
+    let mut spec = self::spec();
+    spec["components"]["schemas"]["Firmware"]["enum"] = json!(["bios"]);
+    let problems = check_enum(&spec, "Firmware", find("Firmware")).join("\n");
+    assert!(problems.contains("uefi"), "{problems}");
 }
