@@ -240,6 +240,7 @@ fn disk_spec(d: &str) -> Result<DiskSpec> {
     let (path, bus) = match d.rsplit_once(':') {
         Some((p, "ide")) => (p, DiskBus::Ide),
         Some((p, "virtio")) => (p, DiskBus::Virtio),
+        Some((p, "scsi")) => (p, DiskBus::Scsi),
         _ => (d, DiskBus::Virtio),
     };
     Ok(DiskSpec {

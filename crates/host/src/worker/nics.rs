@@ -106,7 +106,7 @@ fn remove(qmp: &Qmp, slot: u8) -> Result<(), HostError> {
                     ),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     qmp.execute("netdev_del", Some(json!({ "id": format!("net{slot}") })))

@@ -114,3 +114,63 @@ fn secure_boot_runs_on_q35_and_bad_combinations_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn a_scsi_disk_a_floppy_and_a_usb_tablet_reach_the_guest() {
+    let h = Host::new();
+    let scsi = h.home().join("scsi.vhd");
+    h.ok(&["disk", "create", &s(&scsi), "--size", "32M"]);
+    let floppy = h.home().join("boot.vfd");
+    let mut img = vec![0u8; 1_474_560];
+    img[512..531].copy_from_slice(b"STRATA-FLOPPY-BYTES");
+    std::fs::write(&floppy, &img).unwrap();
+    let g = guest(
+        h.home(),
+        "dev",
+        &["virtio_pci", "virtio_scsi", "sd_mod", "floppy", "xhci_pci", "usbhid", "hid_generic"],
+        r#"
+for i in $(seq 1 60); do [ -b /dev/sda ] && [ -b /dev/fd0 ] && break; sleep 1; done
+printf STRATA-SCSI-MARKER | dd of=/dev/sda bs=512 seek=2048 conv=notrunc 2>/dev/null
+sync
+echo "floppy says $(dd if=/dev/fd0 bs=512 skip=1 count=1 2>/dev/null | head -c 19)"
+for i in $(seq 1 60); do grep -q "USB Tablet" /sys/class/input/*/name 2>/dev/null && break; sleep 0.5; done
+grep -h "USB Tablet" /sys/class/input/*/name 2>/dev/null | head -1 | sed 's/^/input: /'
+echo DEVICES-DONE
+poweroff -f
+"#,
+    );
+    vm_create(
+        &h,
+        "d",
+        &g,
+        &[
+            "--disk",
+            &format!("{}:scsi", s(&scsi)),
+            "--floppy",
+            &s(&floppy),
+            "--usb-tablet",
+            "on",
+        ],
+    );
+    let v = h.json(&["vm", "show", "d", "--json"]);
+    assert_eq!(v["disks"][0]["bus"], "scsi", "{v}");
+    h.ok(&["vm", "start", "d"]);
+    h.wait_state("d", "off", T);
+    let text = h.console("d");
+    assert!(text.contains("floppy says STRATA-FLOPPY-BYTES"), "{text}");
+    assert!(text.contains("input: QEMU QEMU USB Tablet"), "{text}");
+    let d = strata_vhd::Disk::open(&scsi, strata_vhd::OpenOptions::read()).unwrap();
+    let mut buf = [0u8; 18];
+    d.read_at(&mut buf, 2048 * 512).unwrap();
+    assert_eq!(&buf, b"STRATA-SCSI-MARKER");
+    // Eight SCSI disks do not fit the controller; a floppy on a Q35 machine has no controller.
+    let mut args = vec!["vm".to_string(), "create".into(), "x".into()];
+    for _ in 0..8 {
+        args.extend(["--disk".into(), format!("{}:scsi", s(&scsi))]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = h.fails(&a);
+    assert!(err.contains("SCSI") , "{err}");
+    let err = h.fails(&["vm", "create", "y", "--machine", "q35", "--floppy", &s(&floppy)]);
+    assert!(err.contains("no floppy controller"), "{err}");
+}
