@@ -8,12 +8,17 @@
 #      link del);
 #   3. memory (VmRSS, VmHWM) of `strata serve` bare and with 20 internal switches serving DHCP;
 #   4. TCP throughput host → guest and guest → host (busybox nc and dd, under TCG) through a
-#      Strata switch and through a bridge and tap made by hand with bare QEMU.
+#      Strata switch and through a bridge and tap made by hand with bare QEMU;
+#   5. 50 NICs: `strata vm nic add VM virtio:SWITCH` ×50 then `vm nic remove` ×50, spread over 7
+#      running guests (hot-plug: QEMU makes the tap, the worker puts it on the bridge, the guest
+#      takes the device; hot-remove waits for the guest to let it go) and over 7 VMs that are off
+#      (settings and firewall only), vs the same 50 taps made and deleted on the same bridge by
+#      spawning `ip` (tuntap add, link set master up; link del).
 # Prints Markdown tables (median, min–max). Results and analysis: docs/PERFORMANCE.md,
 # "Virtual networks (issue 9)".
 #
 # Usage: bench/net.sh [--runs N] [--quick] [--dir DIR] [--out FILE] [--no-build] [--keep]
-#                     [--no-throughput]
+#                     [--no-throughput] [--no-nics]
 #
 # Everything runs in network namespaces made here (strata-bench-PID-a and -m), with `strata serve`
 # started inside them on a temporary STRATA_HOME: no route, address or link of the root namespace
@@ -33,7 +38,10 @@ throughput=1
 nsw=50   # switches created and deleted per run
 nmem=20  # switches with DHCP for the memory measurement
 mib=64   # MiB per throughput transfer
-usage="usage: bench/net.sh [--runs N] [--quick] [--dir DIR] [--out FILE] [--no-build] [--keep] [--no-throughput]"
+nics=1
+nnic=50  # NICs added and removed per run
+nvm=7    # VMs they are spread over (at most 8 NICs each)
+usage="usage: bench/net.sh [--runs N] [--quick] [--dir DIR] [--out FILE] [--no-build] [--keep] [--no-throughput] [--no-nics]"
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -43,6 +51,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --keep) keep=1; shift ;;
     --no-throughput) throughput=0; shift ;;
+    --no-nics) nics=0; shift ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done
@@ -199,8 +208,21 @@ sleep 1
 echo NET-READY \$a
 while true; do sleep 1; done
 EOF
+# Idle guest for the NIC churn: says how many ethN it has whenever that changes (polled every
+# 0.5 s with builtins), so the script can check that the guest took and let go of each device.
+cat >"$work/idle.sh" <<EOF
+echo IDLE-READY
+n=-1
+while true; do
+  set -- /sys/class/net/eth*
+  [ -e "\$1" ] || set --
+  if [ \$# != \$n ]; then n=\$#; echo "NICS \$n"; fi
+  sleep 0.5
+done
+EOF
 read -r kernel initrd_dhcp < <(cargo run -q -p strata-testguest --example mkguest -- "$work/g-dhcp" "$work/dhcp.sh" virtio_pci virtio_net)
 read -r _ initrd_tput < <(cargo run -q -p strata-testguest --example mkguest -- "$work/g-tput" "$work/tput.sh" virtio_pci virtio_net)
+read -r _ initrd_idle < <(cargo run -q -p strata-testguest --example mkguest -- "$work/g-idle" "$work/idle.sh" virtio_pci virtio_net)
 cmdline="console=ttyS0 panic=-1 quiet"
 
 start_service "$home" "$ns"
@@ -399,6 +421,113 @@ if [ "$throughput" = 1 ]; then
   st vm stop tput >/dev/null
 fi
 
+# --- 5. 50 NICs: hot-plug into running guests, cold into VMs that are off, vs `ip` -------------
+# Per-operation times (µs) of each variant, all runs: a = add, r = remove; h = hot, c = cold,
+# i = ip. Phase totals (ms) per run: *_t.
+ha=() hr=() ca=() cr=() ia=() ir=() ha_t=() hr_t=() ca_t=() cr_t=() ia_t=() ir_t=()
+hot_fail=0 hot_err=""
+if [ "$nics" = 1 ]; then
+  echo "net.sh: $nnic NICs over $nvm VMs, $runs runs" >&2
+  st switch create nsw --type internal --subnet 10.96.0.0/24 --dhcp off >/dev/null
+  nbr=$(bridge_of nsw)
+  for k in $(seq 0 $((nvm - 1))); do
+    st vm create "nh$k" --memory 128M --cpus 1 --kernel "$kernel" --initrd "$initrd_idle" --cmdline "$cmdline" >/dev/null
+    vms+=("nh$k")
+    st vm create "nc$k" --memory 128M --cpus 1 --kernel "$kernel" --initrd "$initrd_idle" --cmdline "$cmdline" >/dev/null
+  done
+  for k in $(seq 0 $((nvm - 1))); do st vm start "nh$k" >/dev/null; done
+  for k in $(seq 0 $((nvm - 1))); do wait_for "$home/vms/nh$k/console.log" "NICS 0" 300; done
+  # Waits until guest VM's last report is "NICS N"; fails after LIMIT seconds.
+  wait_nics() {
+    local vm=$1 want=$2 limit=$3 start=$SECONDS last
+    while :; do
+      last=$(grep '^NICS ' "$home/vms/$vm/console.log" | tail -n 1 | tr -d '\r')
+      [ "$last" = "NICS $want" ] && return 0
+      if [ $((SECONDS - start)) -ge "$limit" ]; then
+        echo "net.sh: guest $vm says '$last', not 'NICS $want'" >&2
+        return 1
+      fi
+      sleep 0.2
+    done
+  }
+  taps_on() { ip -n "$ns" -br link show master "$nbr" | grep -c "^$1" || true; }
+  # NIC i goes to VM (i mod nvm), as its adapter (i div nvm); removal goes in reverse, always the
+  # VM's last adapter, so no index moves.
+  strata_nics() { # hot|cold PREFIX; appends to the arrays; sets $ta, $tr (ms), $fails
+    local i k t0 t1 pfx=$2
+    fails=0
+    now_us; t0=$t
+    for i in $(seq 0 $((nnic - 1))); do
+      k=$((i % nvm))
+      now_us; t1=$t
+      st vm nic add "$pfx$k" virtio:nsw >/dev/null
+      now_us
+      if [ "$1" = hot ]; then ha+=($((t - t1))); else ca+=($((t - t1))); fi
+    done
+    now_us; ta=$(((t - t0) / 1000))
+    if [ "$1" = hot ]; then
+      [ "$(taps_on stt-)" = "$nnic" ] || { echo "net.sh: $(taps_on stt-) taps on $nbr, not $nnic" >&2; exit 1; }
+      for k in $(seq 0 $((nvm - 1))); do
+        wait_nics "$pfx$k" $(((nnic - k + nvm - 1) / nvm)) 120
+      done
+    fi
+    now_us; t0=$t
+    for i in $(seq $((nnic - 1)) -1 0); do
+      k=$((i % nvm))
+      now_us; t1=$t
+      if ! st vm nic remove "$pfx$k" $((i / nvm)) >/dev/null 2>"$work/nic-remove.err"; then
+        fails=$((fails + 1))
+        hot_err=$(head -n 1 "$work/nic-remove.err")
+      fi
+      now_us
+      if [ "$1" = hot ]; then hr+=($((t - t1))); else cr+=($((t - t1))); fi
+    done
+    now_us; tr=$(((t - t0) / 1000))
+    if [ "$1" = hot ] && [ "$fails" = 0 ]; then
+      [ "$(taps_on stt-)" = 0 ] || { echo "net.sh: $(taps_on stt-) taps left on $nbr" >&2; exit 1; }
+      for k in $(seq 0 $((nvm - 1))); do wait_nics "$pfx$k" 0 120; done
+    fi
+    return 0
+  }
+  ip_nics() { # sets $ta, $tr (ms)
+    local i t0 t1
+    now_us; t0=$t
+    for i in $(seq 0 $((nnic - 1))); do
+      now_us; t1=$t
+      ip -n "$ns" tuntap add dev "ht$i" mode tap
+      ip -n "$ns" link set "ht$i" master "$nbr" up
+      now_us; ia+=($((t - t1)))
+    done
+    now_us; ta=$(((t - t0) / 1000))
+    [ "$(taps_on ht)" = "$nnic" ] || { echo "net.sh: $(taps_on ht) hand-made taps on $nbr" >&2; exit 1; }
+    now_us; t0=$t
+    for i in $(seq 0 $((nnic - 1))); do
+      now_us; t1=$t
+      ip -n "$ns" link del "ht$i"
+      now_us; ir+=($((t - t1)))
+    done
+    now_us; tr=$(((t - t0) / 1000))
+  }
+  for r in $(seq "$runs"); do
+    case $((r % 3)) in
+      1) order="ip hot cold" ;; 2) order="hot cold ip" ;; *) order="cold ip hot" ;;
+    esac
+    for v in $order; do
+      case $v in
+        ip) ip_nics; ia_t+=("$ta") ir_t+=("$tr") ;;
+        cold) strata_nics cold nc; ca_t+=("$ta") cr_t+=("$tr") ;;
+        hot)
+          [ "$hot_fail" = 0 ] || continue
+          strata_nics hot nh; ha_t+=("$ta") hr_t+=("$tr")
+          # A guest that did not let a device go keeps it: no further hot runs.
+          hot_fail=$fails
+          ;;
+      esac
+    done
+  done
+  for k in $(seq 0 $((nvm - 1))); do st vm stop "nh$k" >/dev/null; done
+fi
+
 # --- report ------------------------------------------------------------------------------------
 # MiB/s from milliseconds.
 rates() { local v; for v in "$@"; do awk -v m="$mib" -v ms="$v" 'BEGIN { printf "%.1f\n", m * 1000 / ms }'; done; }
@@ -449,6 +578,27 @@ rates() { local v; for v in "$@"; do awk -v m="$mib" -v ms="$v" 'BEGIN { printf 
     echo "| bridge + tap by hand, bare QEMU | $(stats 1 1 "${r_bh[@]}") | $(stats 1 1 "${r_bg[@]}") |"
     echo "| Strata switch, \`strata vm start\` | $(stats 1 1 "${r_sh[@]}") | $(stats 1 1 "${r_sg[@]}") |"
     echo "| ratio Strata / by hand | **$(ratio "$(median "${r_sh[@]}")" "$(median "${r_bh[@]}")")** | **$(ratio "$(median "${r_sg[@]}")" "$(median "${r_bg[@]}")")** |"
+    echo
+  fi
+  if [ "$nics" = 1 ]; then
+    echo "### $nnic NICs on one internal switch: add all, then remove all (seconds for the $nnic, median (min–max) of $runs; per operation, ms, median (min–max) of $((nnic * runs)))"
+    echo
+    echo "| Variant | Add ×$nnic | Remove ×$nnic | Add, ratio to ip | Remove, ratio to ip | One add (ms) | One remove (ms) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    ai=$(median "${ia_t[@]}") ri=$(median "${ir_t[@]}")
+    echo "| \`ip\` by hand (\`tuntap add\` + \`link set master up\`; \`link del\`) | $(stats 1000 3 "${ia_t[@]}") | $(stats 1000 3 "${ir_t[@]}") | 1.00 | 1.00 | $(stats 1000 1 "${ia[@]}") | $(stats 1000 1 "${ir[@]}") |"
+    if [ ${#ha_t[@]} -gt 0 ]; then
+      echo "| \`strata vm nic add\` / \`remove\`, $nvm running guests (hot-plug) | $(stats 1000 3 "${ha_t[@]}") | $(stats 1000 3 "${hr_t[@]}") | **$(ratio "$(median "${ha_t[@]}")" "$ai")** | **$(ratio "$(median "${hr_t[@]}")" "$ri")** | $(stats 1000 1 "${ha[@]}") | $(stats 1000 1 "${hr[@]}") |"
+    fi
+    echo "| \`strata vm nic add\` / \`remove\`, $nvm VMs off (settings only) | $(stats 1000 3 "${ca_t[@]}") | $(stats 1000 3 "${cr_t[@]}") | **$(ratio "$(median "${ca_t[@]}")" "$ai")** | **$(ratio "$(median "${cr_t[@]}")" "$ri")** | $(stats 1000 1 "${ca[@]}") | $(stats 1000 1 "${cr[@]}") |"
+    echo
+    if [ "$hot_fail" = 0 ]; then
+      echo "Hot-plug: after each add phase all $nnic taps were on the bridge and every guest had its ethN; after each remove phase no tap was left and every guest had none."
+    else
+      echo "Hot-plug: **$hot_fail of $nnic removes failed** (first error: $hot_err); hot runs stopped there."
+    fi
+    echo
+    echo "All hot-remove times (ms): $(for v in "${hr[@]}"; do printf '%d ' $((v / 1000)); done)"
     echo
   fi
   echo "All DHCP samples, in the guest (µs): Strata ${dh_s[*]}; dnsmasq ${dh_d[*]}; dnsmasq --no-ping ${dh_n[*]}"
