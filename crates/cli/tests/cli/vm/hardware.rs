@@ -127,7 +127,15 @@ fn a_scsi_disk_a_floppy_and_a_usb_tablet_reach_the_guest() {
     let g = guest(
         h.home(),
         "dev",
-        &["virtio_pci", "virtio_scsi", "sd_mod", "floppy", "xhci_pci", "usbhid", "hid_generic"],
+        &[
+            "virtio_pci",
+            "virtio_scsi",
+            "sd_mod",
+            "floppy",
+            "xhci_pci",
+            "usbhid",
+            "hid_generic",
+        ],
         r#"
 for i in $(seq 1 60); do [ -b /dev/sda ] && [ -b /dev/fd0 ] && break; sleep 1; done
 printf STRATA-SCSI-MARKER | dd of=/dev/sda bs=512 seek=2048 conv=notrunc 2>/dev/null
@@ -170,7 +178,15 @@ poweroff -f
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = h.fails(&a);
-    assert!(err.contains("SCSI") , "{err}");
-    let err = h.fails(&["vm", "create", "y", "--machine", "q35", "--floppy", &s(&floppy)]);
+    assert!(err.contains("SCSI"), "{err}");
+    let err = h.fails(&[
+        "vm",
+        "create",
+        "y",
+        "--machine",
+        "q35",
+        "--floppy",
+        &s(&floppy),
+    ]);
     assert!(err.contains("no floppy controller"), "{err}");
 }
