@@ -1,5 +1,7 @@
-//! The bodies of the integration services (Hyper-V's, here through qemu-guest-agent): the
-//! heartbeat, what the guest says about itself, and copying files in and out of it.
+//! The bodies of the integration services (Hyper-V's, here through qemu-guest-agent) and of a
+//! running VM's devices: the
+//! heartbeat, what the guest says about itself, copying files in and out of it; media change and
+//! dynamic memory.
 
 use serde::{Deserialize, Serialize};
 
@@ -75,3 +77,20 @@ pub struct CopyReport {
 
 /// The most a copy-file may move.
 pub const COPY_LIMIT: u64 = 256 << 20;
+
+/// `POST /v1/vms/{name}/media`: the CD/DVD drive's medium, changed while the VM runs too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMedia {
+    /// The ISO to insert (absolute path); none ejects.
+    #[serde(default)]
+    pub iso: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/memory`: dynamic memory's target for a running VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryTarget {
+    /// MiB, between the VM's minimum and its memory.
+    pub target_mib: u32,
+}

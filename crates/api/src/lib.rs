@@ -39,6 +39,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/switches/{name}/forwards"),
     ("DELETE", "/v1/switches/{name}/forwards/{proto}/{port}"),
     ("POST", "/v1/vms/{name}/copy-file"),
+    ("POST", "/v1/vms/{name}/media"),
+    ("POST", "/v1/vms/{name}/memory"),
     ("POST", "/v1/vms/{name}/nics"),
     ("PATCH", "/v1/vms/{name}/nics/{nic}"),
     ("DELETE", "/v1/vms/{name}/nics/{nic}"),

@@ -267,9 +267,12 @@ pub struct CreateVm {
     /// Free text.
     #[serde(default)]
     pub notes: String,
-    /// Memory in MiB (default 512).
+    /// Memory in MiB (default 512): with dynamic memory, the most the guest gets.
     #[serde(default = "default_memory")]
     pub memory_mib: u32,
+    /// Dynamic memory (virtio-balloon): the least the guest keeps, in MiB; none: fixed memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_min_mib: Option<u32>,
     /// Virtual processors (default 1).
     #[serde(default = "default_cpus")]
     pub cpus: u32,
@@ -363,6 +366,9 @@ pub struct SetVm {
     /// Memory in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
+    /// Dynamic memory's minimum in MiB; 0 turns dynamic memory off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_min_mib: Option<u32>,
     /// Virtual processors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u32>,
@@ -480,6 +486,10 @@ pub struct VmDetails {
     pub state: VmState,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// Dynamic memory's minimum in MiB.
+    pub memory_min_mib: Option<u32>,
+    /// What the guest has now (dynamic memory, while it runs), in MiB.
+    pub memory_current_mib: Option<u32>,
     /// Virtual processors.
     pub cpus: u32,
     /// The VM's unique id (never changes).

@@ -46,6 +46,17 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The CD/DVD drive: insert an ISO or eject it (also while the VM runs).
+    #[command(subcommand)]
+    Media(MediaCommand),
+    /// Dynamic memory: give a running guest this much (between --memory-min and --memory).
+    Memory {
+        name: String,
+        /// 384M, 1G …
+        size: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Freeze a running guest's file systems through its agent (thaw with `vm thaw`).
     Freeze(Target),
     /// Thaw a guest's frozen file systems.
@@ -115,9 +126,12 @@ pub struct Target {
 
 #[derive(Debug, Args)]
 pub struct Settings {
-    /// Memory: 512M, 2G … (a plain number is MiB)
-    #[arg(long)]
+    /// Memory: 512M, 2G … (a plain number is MiB); with dynamic memory, the most the guest gets
+    #[arg(long, alias = "memory-max")]
     memory: Option<String>,
+    /// Dynamic memory (virtio-balloon): the least the guest keeps ("0" turns it off)
+    #[arg(long)]
+    memory_min: Option<String>,
     /// Virtual processors
     #[arg(long)]
     cpus: Option<u32>,
@@ -282,6 +296,10 @@ impl Settings {
     /// The settings given, as a `SetVm` (which `create` also starts from).
     fn to_set(&self) -> Result<SetVm> {
         // Parsed in this order, so that the first error reported stays the same.
+        let memory_min_mib = match self.memory_min.as_deref() {
+            Some("0") => Some(0),
+            m => m.map(memory_mib).transpose()?,
+        };
         let memory_mib = self.memory.as_deref().map(memory_mib).transpose()?;
         let disks = each(&self.disks, disk_spec)?;
         let nics = each(&self.nics, nic_spec)?;
@@ -289,6 +307,7 @@ impl Settings {
         Ok(SetVm {
             notes: self.notes.clone(),
             memory_mib,
+            memory_min_mib,
             cpus: self.cpus,
             boot_order: self.boot_order()?,
             disks,
@@ -403,6 +422,7 @@ impl Settings {
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
         vm.floppy = s.floppy.filter(|f| !f.is_empty());
+        vm.memory_min_mib = s.memory_min_mib.filter(|m| *m > 0);
         vm.usb_tablet = s.usb_tablet.unwrap_or(false);
         vm.kernel = s.kernel.filter(|k| !k.kernel.is_empty());
         vm.machine = s.machine;
@@ -452,6 +472,17 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             json,
         } => copy_file(&c, &name, &source, &destination, from_guest, json)?,
         VmCommand::Freeze(t) => action(&c, &t, "freeze", None)?,
+        VmCommand::Media(m) => media(&c, m)?,
+        VmCommand::Memory { name, size, json } => {
+            let body = json!({ "target_mib": memory_mib(&size)? });
+            let t = Target { name, json };
+            let vm: VmDetails =
+                c.json("POST", &format!("{}/memory", vm_path(&t.name)), Some(body))?;
+            if t.json {
+                return print_json(&vm).map(|()| ExitCode::SUCCESS);
+            }
+            println!("VM '{}': memory target set.", vm.name);
+        }
         VmCommand::Thaw(t) => action(&c, &t, "thaw", None)?,
         VmCommand::Set {
             name,
@@ -474,6 +505,37 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Console { name, log } => console(&c, &name, log)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `strata vm media …`.
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Insert an ISO in the CD/DVD drive (replacing what is there).
+    Insert {
+        name: String,
+        iso: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Eject the CD/DVD drive's medium.
+    Eject(Target),
+}
+
+fn media(c: &Client, m: MediaCommand) -> Result<()> {
+    let (name, iso, json) = match m {
+        MediaCommand::Insert { name, iso, json } => (name, Some(absolute(&iso)?), json),
+        MediaCommand::Eject(t) => (t.name, None, t.json),
+    };
+    let body = json!({ "iso": iso });
+    let vm: VmDetails = c.json("POST", &format!("{}/media", vm_path(&name)), Some(body))?;
+    if json {
+        return print_json(&vm);
+    }
+    match &vm.cdrom {
+        Some(iso) => println!("VM '{}': {iso} in the CD/DVD drive.", vm.name),
+        None => println!("VM '{}': CD/DVD drive empty.", vm.name),
+    }
+    Ok(())
 }
 
 /// `strata vm copy-file`.

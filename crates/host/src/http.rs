@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
-    ApiError, CopyFile, CreateSwitch, CreateVm, DeleteQuery, EventQuery, NicSpec, PortForward,
-    Proto, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
+    ApiError, ChangeMedia, CopyFile, CreateSwitch, CreateVm, DeleteQuery, EventQuery, MemoryTarget,
+    NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -304,6 +304,24 @@ async fn copy_file(
     Ok(Json(report).into_response())
 }
 
+async fn change_media(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<ChangeMedia>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::ChangeMedia(name, body?.0), p.0).await
+}
+
+async fn set_memory(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<MemoryTarget>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::SetMemory(name, body?.0.target_mib), p.0).await
+}
+
 async fn add_nic(
     State(s): Svc,
     ConnectInfo(p): ConnectInfo<Peer>,
@@ -370,6 +388,8 @@ pub fn router(service: Arc<Service>) -> Router {
             axum::routing::delete(remove_forward),
         )
         .route("/v1/vms/{name}/copy-file", post(copy_file))
+        .route("/v1/vms/{name}/media", post(change_media))
+        .route("/v1/vms/{name}/memory", post(set_memory))
         .route("/v1/vms/{name}/nics", post(add_nic))
         .route(
             "/v1/vms/{name}/nics/{nic}",

@@ -44,6 +44,9 @@ pub struct Status {
     /// Whether the guest agent answers (written by the worker's heartbeat).
     #[serde(default)]
     pub heartbeat: strata_api::Heartbeat,
+    /// What the guest's memory is now, with dynamic memory (written by the worker).
+    #[serde(default)]
+    pub memory_current_mib: Option<u32>,
 }
 
 impl Status {
@@ -60,6 +63,7 @@ impl Status {
             restoring: false,
             boot: None,
             heartbeat: strata_api::Heartbeat::None,
+            memory_current_mib: None,
         }
     }
 

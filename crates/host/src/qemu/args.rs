@@ -248,6 +248,9 @@ fn floppy_and_tablet(vm: &CreateVm) -> Vec<String> {
             "floppy,unit=0,drive=fd0,id=fd0",
         ]));
     }
+    if vm.memory_min_mib.is_some() {
+        a.extend(strings(&["-device", "virtio-balloon-pci,id=balloon0"]));
+    }
     if vm.usb_tablet {
         a.extend(strings(&[
             "-device",

@@ -1,7 +1,8 @@
-//! Integration services as the service offers them: copying a file into or out of a running
-//! guest through its agent (the worker does the copying, chunk by chunk).
+//! Integration services and a running VM's devices as the service offers them: copying a file
+//! into or out of a guest through its agent (the worker does the copying, chunk by chunk), the
+//! CD/DVD drive's medium, dynamic memory's target.
 
-use strata_api::{CopyDirection, CopyFile, CopyReport, VmState};
+use strata_api::{ChangeMedia, CopyDirection, CopyFile, CopyReport, VmState};
 
 use super::lifecycle::busy;
 use super::Service;
@@ -36,5 +37,73 @@ impl Service {
             .map_err(|e| HostError::io(std::path::Path::new(host), "read", e))?
             .len();
         Ok(CopyReport { bytes })
+    }
+}
+
+impl Service {
+    /// Inserts an ISO in VM `name`'s CD/DVD drive, or ejects it: through the worker while the
+    /// VM runs (then saved, so the next start has it), in the settings alone while it is off.
+    pub(super) fn change_media(
+        &self,
+        name: &str,
+        media: ChangeMedia,
+        user: &str,
+    ) -> Result<(), HostError> {
+        let lock = self.lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut c, st) = self.current_locked(name)?;
+        if let Some(iso) = &media.iso {
+            let p = std::path::Path::new(iso);
+            if !p.is_absolute() || !p.is_file() {
+                return Err(HostError::invalid(format!(
+                    "ISO '{iso}': the path must be absolute and name an existing file"
+                )));
+            }
+        }
+        match st.state {
+            VmState::Running | VmState::Paused => {
+                let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
+                let verb = Verb::MediaChange {
+                    iso: media.iso.clone(),
+                };
+                worker::request(&socket, user, verb, std::time::Duration::from_secs(60))?;
+            }
+            VmState::Off | VmState::Crashed => {}
+            s => return Err(busy(name, s, "change its CD/DVD")),
+        }
+        c.vm.cdrom = media.iso;
+        self.home.save(&c)
+    }
+
+    /// Sets running VM `name`'s dynamic-memory target (between its minimum and its memory).
+    pub(super) fn set_memory(
+        &self,
+        name: &str,
+        target_mib: u32,
+        user: &str,
+    ) -> Result<(), HostError> {
+        let (c, st) = self.current(name)?;
+        let Some(min) = c.vm.memory_min_mib else {
+            return Err(HostError::unsupported(format!(
+                "VM '{name}' has no dynamic memory: set --memory-min while it is off"
+            )));
+        };
+        let max = c.vm.memory_mib;
+        if !(min..=max).contains(&target_mib) {
+            return Err(HostError::invalid(format!(
+                "VM '{name}': a memory target of {target_mib} MiB is outside its dynamic memory, {min} to {max} MiB"
+            )));
+        }
+        if !matches!(st.state, VmState::Running | VmState::Paused) {
+            return Err(busy(name, st.state, "change its memory"));
+        }
+        let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
+        worker::request(
+            &socket,
+            user,
+            Verb::Balloon { target_mib },
+            std::time::Duration::from_secs(60),
+        )
+        .map(drop)
     }
 }

@@ -47,6 +47,7 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("direct kernel boot", set.kernel.is_some()),
         ("guest agent channel", set.agent.is_some()),
         ("USB tablet", set.usb_tablet.is_some()),
+        ("dynamic memory", set.memory_min_mib.is_some()),
         ("floppy", set.floppy.is_some()),
         ("firmware", set.firmware.is_some()),
         ("secure boot", set.secure_boot.is_some()),
@@ -94,6 +95,10 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     if let Some(iso) = set.cdrom {
         vm.cdrom = (!iso.is_empty()).then_some(iso);
         changed.push("CD/DVD");
+    }
+    if let Some(m) = set.memory_min_mib {
+        vm.memory_min_mib = (m > 0).then_some(m);
+        changed.push("dynamic memory");
     }
     if let Some(f) = set.floppy {
         vm.floppy = (!f.is_empty()).then_some(f);

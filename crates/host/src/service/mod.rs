@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use strata_api::{
-    Accelerator, CreateSwitch, CreateVm, DiskInfo, Event, HostInfo, NicInfo, NicSpec, PortForward,
-    Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo, VmDetails, VmState,
-    VmSummary,
+    Accelerator, ChangeMedia, CreateSwitch, CreateVm, DiskInfo, Event, HostInfo, NicInfo, NicSpec,
+    PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo,
+    VmDetails, VmState, VmSummary,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -55,6 +55,7 @@ fn after_worker_death(mut st: Status, saved_state_complete: bool) -> Status {
     st.restoring = false;
     st.stopped_by_host = true;
     st.heartbeat = strata_api::Heartbeat::None;
+    st.memory_current_mib = None;
     st
 }
 
@@ -110,6 +111,10 @@ pub enum Command {
     SetNic(String, String, SetNic),
     /// Remove a VM's network adapter (by index or MAC).
     RemoveNic(String, String),
+    /// Insert an ISO in a VM's CD/DVD drive, or eject it (also while it runs).
+    ChangeMedia(String, ChangeMedia),
+    /// Set a running VM's dynamic-memory target (MiB).
+    SetMemory(String, u32),
     /// Freeze a running guest's file systems (through its agent).
     Freeze(String),
     /// Thaw them.
@@ -143,6 +148,8 @@ impl Command {
             Self::SetNic(..) => "SetNic",
             Self::RemoveNic(..) => "RemoveNic",
             Self::Freeze(_) => "Freeze",
+            Self::ChangeMedia(..) => "ChangeMedia",
+            Self::SetMemory(..) => "SetMemory",
             Self::Thaw(_) => "Thaw",
         }
     }
@@ -165,7 +172,9 @@ impl Command {
             | Self::SetNic(n, ..)
             | Self::RemoveNic(n, _)
             | Self::Freeze(n)
-            | Self::Thaw(n) => Some(n),
+            | Self::Thaw(n)
+            | Self::ChangeMedia(n, _)
+            | Self::SetMemory(n, _) => Some(n),
             Self::StopVms
             | Self::CreateSwitch(_)
             | Self::DeleteSwitch(_)
@@ -326,6 +335,10 @@ impl Service {
             Command::RemoveNic(name, nic) => {
                 self.remove_nic(&name, &nic, user).and_then(|()| vm(&name))
             }
+            Command::ChangeMedia(name, m) => {
+                self.change_media(&name, m, user).and_then(|()| vm(&name))
+            }
+            Command::SetMemory(name, t) => self.set_memory(&name, t, user).and_then(|()| vm(&name)),
             Command::Freeze(name) => self
                 .control(&name, Verb::Freeze, user)
                 .and_then(|()| vm(&name)),
@@ -490,6 +503,8 @@ impl Service {
             name: vm.name,
             state: st.state,
             memory_mib: vm.memory_mib,
+            memory_min_mib: vm.memory_min_mib,
+            memory_current_mib: st.memory_current_mib.filter(|_| active),
             cpus: vm.cpus,
             id: c.id,
             notes: vm.notes,

@@ -111,6 +111,14 @@ pub fn mac(text: &str) -> Result<String, HostError> {
 /// other VMs) for disks and MAC addresses used twice. MACs must already be assigned.
 pub fn config(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
     name(&vm.name)?;
+    if let Some(min) = vm.memory_min_mib {
+        if !(MEMORY_MIB.0..=vm.memory_mib).contains(&min) {
+            return Err(invalid(format!(
+                "dynamic memory's minimum {min} MiB: choose {} MiB to the VM's memory ({} MiB)",
+                MEMORY_MIB.0, vm.memory_mib
+            )));
+        }
+    }
     if !(MEMORY_MIB.0..=MEMORY_MIB.1).contains(&vm.memory_mib) {
         return Err(invalid(format!(
             "memory {} MiB is out of range: {} MiB to {} MiB",

@@ -117,6 +117,12 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             };
             super::agent::copy_file(shared, user, &c).map(|_| state)
         }
+        (Verb::MediaChange { iso }, VmState::Running | VmState::Paused) => {
+            super::devices::change_media(shared, user, iso.as_deref()).map(|()| state)
+        }
+        (Verb::Balloon { target_mib }, VmState::Running | VmState::Paused) => {
+            super::devices::balloon(shared, user, *target_mib).map(|()| state)
+        }
         (Verb::Freeze, VmState::Running) => super::agent::freeze(shared, user, true).map(|_| state),
         (Verb::Thaw, VmState::Running) => super::agent::freeze(shared, user, false).map(|_| state),
         (

@@ -51,7 +51,9 @@ fn op(verb: &Verb) -> Option<(&'static str, u32)> {
         | Verb::NicLink { .. }
         | Verb::CopyFile { .. }
         | Verb::Freeze
-        | Verb::Thaw => return None,
+        | Verb::Thaw
+        | Verb::MediaChange { .. }
+        | Verb::Balloon { .. } => return None,
     })
 }
 

@@ -15,6 +15,7 @@
 mod agent;
 mod console;
 mod control;
+mod devices;
 mod legacy;
 mod nics;
 pub mod protocol;
@@ -104,6 +105,18 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .heartbeat
+    }
+
+    /// Records what the guest's memory is now (dynamic memory), unless QEMU has ended.
+    fn set_memory_current(&self, mib: Option<u32>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if self.has_ended() || s.memory_current_mib == mib {
+            return;
+        }
+        s.memory_current_mib = mib;
+        if let Err(e) = status::write(&self.dir, &s) {
+            eprintln!("strata worker: {e}");
+        }
     }
 
     /// Records the heartbeat, unless QEMU has ended.

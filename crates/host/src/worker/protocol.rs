@@ -70,6 +70,16 @@ pub enum Verb {
         /// Which way.
         direction: CopyDirection,
     },
+    /// Insert an ISO in the CD/DVD drive, or (none) eject it.
+    MediaChange {
+        /// The ISO.
+        iso: Option<String>,
+    },
+    /// Set dynamic memory's target.
+    Balloon {
+        /// MiB.
+        target_mib: u32,
+    },
     /// Freeze the guest's file systems through its agent.
     Freeze,
     /// Thaw them.
@@ -99,6 +109,8 @@ impl Verb {
             Self::NicLink { .. } => "change a network adapter's link",
             Self::CopyFile { .. } => "copy a file through its guest agent",
             Self::Freeze => "freeze its file systems",
+            Self::MediaChange { .. } => "change its CD/DVD",
+            Self::Balloon { .. } => "change its memory",
             Self::Thaw => "thaw its file systems",
         }
     }

@@ -202,6 +202,7 @@ fn prepare(args: &WorkerArgs) -> Result<Prepared, HostError> {
         restoring: args.restore,
         boot: Some(strata_proc::boot_id()),
         heartbeat: strata_api::Heartbeat::None,
+        memory_current_mib: None,
     };
     status::write(&dir, &st)?;
     Ok(Prepared {
@@ -276,6 +277,7 @@ fn launch_vm(
     }
     shared.qmp.resume()?;
     super::agent::start_heartbeat(shared.clone());
+    super::devices::watch_balloon(shared.clone(), p.config.vm.memory_min_mib.is_some());
     let listener = UnixListener::bind(&sockets.control)
         .map_err(|e| HostError::io(&sockets.control, "listen on", e))?;
     control::serve(listener, shared.clone());

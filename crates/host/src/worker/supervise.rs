@@ -48,6 +48,7 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
         s.qemu = None;
         s.restoring = false;
         s.heartbeat = strata_api::Heartbeat::None;
+        s.memory_current_mib = None;
         s.last_error = if state == VmState::Crashed {
             Some(message.clone())
         } else {

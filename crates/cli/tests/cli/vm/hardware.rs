@@ -190,3 +190,86 @@ poweroff -f
     ]);
     assert!(err.contains("no floppy controller"), "{err}");
 }
+
+/// What guest `vm` (a console-driven one) prints for `cmd`, as the line after `tag:`.
+fn guest_says(h: &Host, vm: &str, tag: &str, cmd: &str) -> String {
+    h.type_line(vm, &format!("echo \"{tag}:$({cmd})\""));
+    let want = format!("{tag}:");
+    wait_for(tag, T, || {
+        h.console(vm).lines().any(|l| l.starts_with(&want))
+    });
+    let text = h.console(vm);
+    let line = text.lines().find(|l| l.starts_with(&want)).unwrap();
+    line[want.len()..].trim().to_string()
+}
+
+fn mem_total_kib(h: &Host, tag: &str) -> u64 {
+    guest_says(h, "m", tag, "awk '/MemTotal/ {print $2}' /proc/meminfo")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn dynamic_memory_and_media_change_on_a_running_vm() {
+    let h = Host::new();
+    let iso = |name: &str, text: &[u8]| {
+        let p = h.home().join(name);
+        let mut data = vec![0u8; 1 << 20];
+        data[..text.len()].copy_from_slice(text);
+        std::fs::write(&p, data).unwrap();
+        p
+    };
+    let (one, two) = (iso("one.iso", b"ISO-ONE"), iso("two.iso", b"ISO-TWO"));
+    let g = guest(
+        h.home(),
+        "mem",
+        &["virtio_pci", "virtio_balloon", "ata_piix", "sr_mod"],
+        "echo READY\nwhile read -r line; do eval \"$line\"; done < /dev/ttyS0\n",
+    );
+    vm_create(&h, "m", &g, &["--memory-min", "128M", "--cdrom", &s(&one)]);
+    let err = h.fails(&[
+        "vm",
+        "create",
+        "bad",
+        "--memory",
+        "256M",
+        "--memory-min",
+        "512M",
+    ]);
+    assert!(err.contains("dynamic memory's minimum 512 MiB"), "{err}");
+    h.ok(&["vm", "start", "m"]);
+    h.wait_console("m", "READY", T);
+    let full = mem_total_kib(&h, "m1");
+    assert!(full > 200_000, "{full}");
+    let err = h.fails(&["vm", "memory", "m", "64M"]);
+    assert!(
+        err.contains("outside its dynamic memory, 128 to 256 MiB"),
+        "{err}"
+    );
+    h.ok(&["vm", "memory", "m", "160M"]);
+    wait_for("the balloon to inflate", T, || {
+        h.json(&["vm", "show", "m", "--json"])["memory_current_mib"] == 160
+    });
+    let shrunk = mem_total_kib(&h, "m2");
+    assert!(shrunk + 80_000 < full, "MemTotal {full} -> {shrunk} kB");
+    h.ok(&["vm", "memory", "m", "256M"]);
+    wait_for("the balloon to deflate", T, || {
+        h.json(&["vm", "show", "m", "--json"])["memory_current_mib"] == 256
+    });
+    let back = mem_total_kib(&h, "m3");
+    assert!(back > shrunk + 80_000, "MemTotal {shrunk} -> {back} kB");
+
+    // The CD/DVD: read, changed while running, ejected.
+    // The first read after a change meets the drive's "medium changed" and fails; the next one reads.
+    let read = "dd if=/dev/sr0 of=/dev/null count=1 2>/dev/null; dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -c 7";
+    assert_eq!(guest_says(&h, "m", "cd1", read), "ISO-ONE");
+    h.ok(&["vm", "media", "insert", "m", &s(&two)]);
+    assert_eq!(guest_says(&h, "m", "cd2", read), "ISO-TWO");
+    assert_eq!(h.json(&["vm", "show", "m", "--json"])["cdrom"], s(&two));
+    h.ok(&["vm", "media", "eject", "m"]);
+    assert_eq!(guest_says(&h, "m", "cd3", read), "");
+    assert!(h.json(&["vm", "show", "m", "--json"])["cdrom"].is_null());
+    h.ok(&["vm", "stop", "m"]);
+    let err = h.fails(&["vm", "memory", "m", "200M"]);
+    assert!(err.contains("is off"), "{err}");
+}

@@ -1,0 +1,94 @@
+//! A running VM's devices changed through QMP: the CD/DVD drive's medium (insert, eject) and
+//! dynamic memory (the virtio-balloon's target, and a thread that records what the guest has).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::Shared;
+use crate::error::HostError;
+use crate::events::Code;
+
+/// How often the balloon's actual size is read.
+const BALLOON_EVERY: Duration = Duration::from_secs(2);
+
+/// Whether QEMU has the device `id`.
+fn present(shared: &Shared, id: &str) -> Result<bool, HostError> {
+    let list = shared
+        .qmp
+        .execute("qom-list", Some(json!({ "path": "/machine/peripheral" })))?;
+    Ok(list.as_array().is_some_and(|items| {
+        items
+            .iter()
+            .any(|i| i.get("name").and_then(Value::as_str) == Some(id))
+    }))
+}
+
+/// Inserts `iso` in the CD/DVD drive (replacing what is there), or ejects it.
+pub(super) fn change_media(
+    shared: &Shared,
+    user: &str,
+    iso: Option<&str>,
+) -> Result<(), HostError> {
+    if !present(shared, "cd0")? {
+        return Err(HostError::conflict(format!(
+            "VM '{}' has no CD/DVD drive while it runs: give it one while it is off (`strata vm set {} --cdrom ISO`)",
+            shared.name, shared.name
+        )));
+    }
+    match iso {
+        Some(path) => {
+            let args = json!({
+                "id": "cd0", "filename": path, "format": "raw", "read-only-mode": "read-only",
+            });
+            shared.qmp.execute("blockdev-change-medium", Some(args))?;
+            shared.log(Code::VmChanged, user, &format!("CD/DVD: {path} inserted"));
+        }
+        None => {
+            shared
+                .qmp
+                .execute("eject", Some(json!({ "id": "cd0", "force": true })))?;
+            shared.log(Code::VmChanged, user, "CD/DVD ejected");
+        }
+    }
+    Ok(())
+}
+
+/// Sets the balloon's target: the guest gives memory back down to `target_mib`, or gets it.
+pub(super) fn balloon(shared: &Shared, user: &str, target_mib: u32) -> Result<(), HostError> {
+    if !present(shared, "balloon0")? {
+        return Err(HostError::unsupported(format!(
+            "VM '{}' has no dynamic memory: set --memory-min while it is off",
+            shared.name
+        )));
+    }
+    let bytes = u64::from(target_mib) << 20;
+    shared
+        .qmp
+        .execute("balloon", Some(json!({ "value": bytes })))?;
+    shared.log(
+        Code::VmChanged,
+        user,
+        &format!("dynamic memory: target {target_mib} MiB"),
+    );
+    Ok(())
+}
+
+/// Records what the guest has now (`query-balloon`) in the status, every few seconds, for a VM
+/// with dynamic memory.
+pub(super) fn watch_balloon(shared: Arc<Shared>, dynamic: bool) {
+    if !dynamic {
+        return;
+    }
+    std::thread::spawn(move || {
+        while !shared.has_ended() {
+            if let Ok(v) = shared.qmp.execute("query-balloon", None) {
+                let actual = v.get("actual").and_then(Value::as_u64).unwrap_or(0);
+                let mib = u32::try_from(actual >> 20).unwrap_or(u32::MAX);
+                shared.set_memory_current(Some(mib));
+            }
+            std::thread::sleep(BALLOON_EVERY);
+        }
+    });
+}
