@@ -639,11 +639,19 @@ fn details() -> VmDetails {
         id: s("0f8e6a1c2b3d4e5f60718293a4b5c6d7"),
         notes: s("front end"),
         boot_order: vec![BootDevice::Cdrom, BootDevice::Disk],
-        disks: vec![DiskInfo {
-            path: s("/vhd/web-1.vhd"),
-            bus: DiskBus::Ide,
-        }],
+        disks: vec![
+            DiskInfo {
+                path: s("/vhd/web-1.vhd"),
+                bus: DiskBus::Ide,
+            },
+            DiskInfo {
+                path: s("/vhd/web-1-data.vhd"),
+                bus: DiskBus::Scsi,
+            },
+        ],
         cdrom: Some(s("/iso/install.iso")),
+        floppy: Some(s("/vfd/drivers.vfd")),
+        usb_tablet: true,
         nics: vec![nic_info()],
         agent: true,
         firmware: Firmware::Uefi,
@@ -695,11 +703,19 @@ fn cases() -> Vec<Case> {
         memory_mib: 2048,
         cpus: 2,
         boot_order: vec![BootDevice::Network, BootDevice::Disk],
-        disks: vec![DiskSpec {
-            path: s("/vhd/web-1.vhd"),
-            bus: DiskBus::Ide,
-        }],
+        disks: vec![
+            DiskSpec {
+                path: s("/vhd/web-1.vhd"),
+                bus: DiskBus::Ide,
+            },
+            DiskSpec {
+                path: s("/vhd/web-1-data.vhd"),
+                bus: DiskBus::Scsi,
+            },
+        ],
         cdrom: Some(s("/iso/install.iso")),
+        floppy: Some(s("/vfd/drivers.vfd")),
+        usb_tablet: true,
         nics: vec![nic_spec()],
         com_ports: vec![com()],
         kernel: Some(kernel()),
@@ -724,6 +740,8 @@ fn cases() -> Vec<Case> {
             bus: DiskBus::Virtio,
         }]),
         cdrom: Some(String::new()),
+        floppy: Some(String::new()),
+        usb_tablet: Some(true),
         nics: Some(vec![NicSpec::new(None)]),
         com_ports: Some(vec![com()]),
         accelerator: Some(Accelerator::Kvm),
@@ -741,6 +759,8 @@ fn cases() -> Vec<Case> {
     let minimal_details = VmDetails {
         state: VmState::Off,
         cdrom: None,
+        floppy: None,
+        usb_tablet: false,
         agent: false,
         firmware: Firmware::Bios,
         secure_boot: false,
@@ -1227,7 +1247,7 @@ fn enums() -> Vec<(&'static str, Vec<Value>)> {
     vec![
         variants!(VmState: Off, Starting, Running, Paused, Saving, Saved, Stopping, Crashed),
         variants!(Accelerator: Auto, Kvm, Tcg),
-        variants!(DiskBus: Ide, Virtio),
+        variants!(DiskBus: Ide, Virtio, Scsi),
         variants!(NicModel: Virtio, E1000),
         variants!(Firmware: Bios, Uefi),
         variants!(BootDevice: Disk, Cdrom, Network),
@@ -1418,7 +1438,7 @@ fn object_check_can_fail() {
     let find = |name: &str| cases.iter().find(|c| c.name == name).expect(name);
     let create = find("CreateVm");
     let details = find("VmDetails");
-    let breakages: [(&Case, Breakage); 22] = [
+    let breakages: [(&Case, Breakage); 26] = [
         // A misspelt field.
         (create, |o| {
             let props = o["properties"].as_object_mut().expect("properties");
@@ -1569,6 +1589,38 @@ fn object_check_can_fail() {
                 .expect("props")
                 .remove("secure_boot");
         }),
+        // A request field serde reads, missing from the schema (the floppy).
+        (create, |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("floppy");
+        }),
+        // A default missing, of a field serde skips at its default (the USB tablet).
+        (create, |o| {
+            o["properties"]["usb_tablet"]
+                .as_object_mut()
+                .expect("usb_tablet")
+                .remove("default");
+        }),
+        // A reply field serde writes, missing (the USB tablet).
+        (details, |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("usb_tablet");
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "usb_tablet");
+        }),
+        // A nullable field of a reply not marked so (the floppy).
+        (details, |o| {
+            o["properties"]["floppy"]
+                .as_object_mut()
+                .expect("floppy")
+                .remove("nullable");
+        }),
     ];
     for (i, (c, breakage)) in breakages.into_iter().enumerate() {
         let mut spec = spec();
@@ -1644,4 +1696,9 @@ fn enum_check_can_fail() {
     spec["components"]["schemas"]["Firmware"]["enum"] = json!(["bios"]);
     let problems = check_enum(&spec, "Firmware", find("Firmware")).join("\n");
     assert!(problems.contains("uefi"), "{problems}");
+    // The disk bus without SCSI.
+    let mut spec = self::spec();
+    spec["components"]["schemas"]["DiskBus"]["enum"] = json!(["ide", "virtio"]);
+    let problems = check_enum(&spec, "DiskBus", find("DiskBus")).join("\n");
+    assert!(problems.contains("scsi"), "{problems}");
 }
