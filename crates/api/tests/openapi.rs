@@ -268,6 +268,18 @@ const BODIES: &[(&str, &str, RequestBody, &str)] = &[
     ),
     (
         "POST",
+        "/v1/vms/{name}/media",
+        Some(("ChangeMedia", true)),
+        "VmDetails",
+    ),
+    (
+        "POST",
+        "/v1/vms/{name}/memory",
+        Some(("MemoryTarget", true)),
+        "VmDetails",
+    ),
+    (
+        "POST",
         "/v1/vms/{name}/nics",
         Some(("NicSpec", true)),
         "VmDetails",
@@ -635,6 +647,8 @@ fn details() -> VmDetails {
         name: s("web-1"),
         state: VmState::Running,
         memory_mib: 2048,
+        memory_min_mib: Some(512),
+        memory_current_mib: Some(1536),
         cpus: 2,
         id: s("0f8e6a1c2b3d4e5f60718293a4b5c6d7"),
         notes: s("front end"),
@@ -701,6 +715,7 @@ fn cases() -> Vec<Case> {
         name: s("web-1"),
         notes: s("front end"),
         memory_mib: 2048,
+        memory_min_mib: Some(512),
         cpus: 2,
         boot_order: vec![BootDevice::Network, BootDevice::Disk],
         disks: vec![
@@ -733,6 +748,7 @@ fn cases() -> Vec<Case> {
     let set = SetVm {
         notes: Some(s("back end")),
         memory_mib: Some(1024),
+        memory_min_mib: Some(0),
         cpus: Some(4),
         boot_order: Some(vec![BootDevice::Disk]),
         disks: Some(vec![DiskSpec {
@@ -758,6 +774,8 @@ fn cases() -> Vec<Case> {
     };
     let minimal_details = VmDetails {
         state: VmState::Off,
+        memory_min_mib: None,
+        memory_current_mib: None,
         cdrom: None,
         floppy: None,
         usb_tablet: false,
@@ -1081,6 +1099,16 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(&CopyReport { bytes: 4096 }, &CopyReport { bytes: 0 }),
+        case(
+            &ChangeMedia {
+                iso: Some(s("/iso/drivers.iso")),
+            },
+            &ChangeMedia { iso: None },
+        ),
+        case(
+            &MemoryTarget { target_mib: 1024 },
+            &MemoryTarget { target_mib: 1024 },
+        ),
     ]
 }
 
@@ -1438,7 +1466,7 @@ fn object_check_can_fail() {
     let find = |name: &str| cases.iter().find(|c| c.name == name).expect(name);
     let create = find("CreateVm");
     let details = find("VmDetails");
-    let breakages: [(&Case, Breakage); 26] = [
+    let breakages: [(&Case, Breakage); 31] = [
         // A misspelt field.
         (create, |o| {
             let props = o["properties"].as_object_mut().expect("properties");
@@ -1621,6 +1649,35 @@ fn object_check_can_fail() {
                 .expect("floppy")
                 .remove("nullable");
         }),
+        // A request field serde reads, missing from the schema (dynamic memory's minimum).
+        (create, |o| {
+            o["properties"]
+                .as_object_mut()
+                .expect("props")
+                .remove("memory_min_mib");
+        }),
+        // A nullable field of a reply not marked so (the guest's current memory).
+        (details, |o| {
+            o["properties"]["memory_current_mib"]
+                .as_object_mut()
+                .expect("memory_current_mib")
+                .remove("nullable");
+        }),
+        // A reply field serde always writes, not required (dynamic memory's minimum).
+        (details, |o| {
+            o["required"]
+                .as_array_mut()
+                .expect("required")
+                .retain(|k| k != "memory_min_mib");
+        }),
+        // An optional request field, required (ejecting sends no ISO).
+        (find("ChangeMedia"), |o| {
+            o.insert(s("required"), json!(["iso"]));
+        }),
+        // A request field serde needs, not required (the memory target).
+        (find("MemoryTarget"), |o| {
+            o.remove("required");
+        }),
     ];
     for (i, (c, breakage)) in breakages.into_iter().enumerate() {
         let mut spec = spec();
@@ -1648,6 +1705,8 @@ fn operation_check_can_fail() {
         ["application/json"]["schema"]["$ref"] = json!("#/components/schemas/SwitchInfo");
     spec["paths"]["/v1/switches/{name}/forwards"]["post"]["requestBody"]["content"]
         ["application/json"]["schema"]["$ref"] = json!("#/components/schemas/ForwardInfo");
+    spec["paths"]["/v1/vms/{name}/media"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["$ref"] = json!("#/components/schemas/MemoryTarget");
     let mut problems = check_operations(&spec);
     problems.extend(check_bodies(&spec));
     let text = problems.join("\n");
@@ -1655,6 +1714,7 @@ fn operation_check_can_fail() {
         "DELETE /v1/switches/{name}/reservations/{mac}: success responses",
         "PATCH /v1/vms/{name}/nics/{nic}: success reply",
         "POST /v1/switches/{name}/forwards: request body",
+        "POST /v1/vms/{name}/media: request body",
     ] {
         assert!(text.contains(at), "{at} went unnoticed:\n{text}");
     }
