@@ -66,6 +66,7 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
     let unix = bind_unix(&socket)?;
     service.reconcile_all();
     service.restore_switches();
+    service.watch_memory();
     let info = service.host_info();
     let accel = match &info.kvm_problem {
         None => "KVM".to_string(),

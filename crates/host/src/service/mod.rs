@@ -7,6 +7,7 @@ mod dhcp;
 mod firewall;
 mod guest;
 mod lifecycle;
+mod memory;
 mod nics;
 mod switch_edit;
 mod switch_plan;

@@ -273,3 +273,33 @@ fn dynamic_memory_and_media_change_on_a_running_vm() {
     let err = h.fails(&["vm", "memory", "m", "200M"]);
     assert!(err.contains("is off"), "{err}");
 }
+
+#[test]
+fn a_host_short_of_memory_shrinks_dynamic_vms_to_their_minimum() {
+    // Below 100% available, the host is "short": the policy takes memory back, a quarter of the
+    // range at a time, down to the minimum (and no lower).
+    let h = Host::with_env(&[("STRATA_MEMORY_LOW", "100")]);
+    let g = guest(h.home(), "idle", &["virtio_pci", "virtio_balloon"], COUNTER);
+    vm_create(&h, "m", &g, &["--memory-min", "128M"]);
+    h.ok(&["vm", "start", "m"]);
+    wait_for("the policy to shrink the VM", T, || {
+        h.json(&["vm", "show", "m", "--json"])["memory_current_mib"] == 128
+    });
+    let steps: Vec<Value> = h
+        .events("m")
+        .into_iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("dynamic memory: the host short of")
+        })
+        .collect();
+    assert!(steps.len() >= 3, "{steps:?}");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(
+        h.json(&["vm", "show", "m", "--json"])["memory_current_mib"],
+        128
+    );
+    h.ok(&["vm", "stop", "m"]);
+}
