@@ -41,7 +41,7 @@ fn a_private_switch_with_guards_and_vlans() {
     assert!(!ok, "the host reached a guest on a private switch");
 
     // MAC spoofing: a guest that takes another MAC is cut off, until spoofing is allowed.
-    h.type_line("a", "ip link set eth0 address 02:00:00:00:00:99");
+    assert!(h.guest_runs("a", "mac", "ip link set eth0 address 02:00:00:00:00:99"));
     assert!(!pings(&h, "b", "10.81.0.16", "p2"));
     let shown = h.json(&[
         "vm",
