@@ -25,7 +25,11 @@ fn main() {
     let mut modules: Vec<&str> = a[2..].iter().map(String::as_str).collect();
     let mut binaries: Vec<&Path> = Vec::new();
     let init = if agent {
-        modules.extend(AGENT_MODULES.iter().filter(|m| !a[2..].iter().any(|x| x == *m)));
+        modules.extend(
+            AGENT_MODULES
+                .iter()
+                .filter(|m| !a[2..].iter().any(|x| x == *m)),
+        );
         binaries.push(Path::new(AGENT_BINARY));
         format!("{START_AGENT}\n{script}")
     } else {
