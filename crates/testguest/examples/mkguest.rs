@@ -1,18 +1,47 @@
-//! Builds a tiny guest: `mkguest DIR INIT_SCRIPT [MODULE…]` writes DIR/initrd.cpio (busybox and
-//! the modules, with INIT_SCRIPT as /init's body) and prints "KERNEL INITRD". Used by
+//! Builds a tiny guest: `mkguest [--agent] DIR INIT_SCRIPT [MODULE…]` writes DIR/initrd.cpio
+//! (busybox and the modules, with INIT_SCRIPT as /init's body) and prints "KERNEL INITRD". With
+//! `--agent`, the initramfs also carries qemu-ga ([`AGENT_BINARY`] and its libraries) and the
+//! modules its virtio-serial port needs, and /init runs [`START_AGENT`] before INIT_SCRIPT. Used by
 //! `scripts/first-vm.sh` and the benchmarks.
 
+use std::path::Path;
+
+use strata_testguest::{build_with, Options, AGENT_BINARY, AGENT_MODULES, START_AGENT};
+
 fn main() {
-    let a: Vec<String> = std::env::args().collect();
-    if a.len() < 3 {
-        eprintln!("usage: mkguest DIR INIT_SCRIPT [MODULE...]");
+    let mut a: Vec<String> = std::env::args().skip(1).collect();
+    let agent = a.first().is_some_and(|x| x == "--agent");
+    if agent {
+        a.remove(0);
+    }
+    if a.len() < 2 {
+        eprintln!("usage: mkguest [--agent] DIR INIT_SCRIPT [MODULE...]");
         std::process::exit(2);
     }
-    let script = std::fs::read_to_string(&a[2]).unwrap_or_else(|e| {
-        eprintln!("mkguest: {}: {e}", a[2]);
+    let script = std::fs::read_to_string(&a[1]).unwrap_or_else(|e| {
+        eprintln!("mkguest: {}: {e}", a[1]);
         std::process::exit(1)
     });
-    let modules: Vec<&str> = a[3..].iter().map(String::as_str).collect();
-    let g = strata_testguest::build(std::path::Path::new(&a[1]), &modules, &script);
+    let mut modules: Vec<&str> = a[2..].iter().map(String::as_str).collect();
+    let mut binaries: Vec<&Path> = Vec::new();
+    let init = if agent {
+        modules.extend(
+            AGENT_MODULES
+                .iter()
+                .filter(|m| !a[2..].iter().any(|x| x == *m)),
+        );
+        binaries.push(Path::new(AGENT_BINARY));
+        format!("{START_AGENT}\n{script}")
+    } else {
+        script
+    };
+    let g = build_with(
+        Path::new(&a[0]),
+        &Options {
+            modules: &modules,
+            binaries: &binaries,
+            init: &init,
+        },
+    );
     println!("{} {}", g.kernel.display(), g.initrd.display());
 }
