@@ -9,11 +9,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::error::{ErrorKind, HostError};
+
+/// The longest reply line read (a guest could otherwise make the worker buffer without end).
+const MAX_LINE: u64 = 4 << 20;
 
 /// The agent's channel.
 pub struct Agent {
@@ -63,17 +66,20 @@ impl Agent {
         result
     }
 
-    /// Sends `command`, which answers nothing when it succeeds (`guest-shutdown`).
-    pub fn send(
+    /// Sends `command`, which answers nothing when it succeeds (`guest-shutdown`), unless another
+    /// call holds the channel (then nothing is sent: `Ok(false)`).
+    pub fn try_send(
         &self,
         command: &str,
         arguments: Option<Value>,
         limit: Duration,
-    ) -> Result<(), HostError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+    ) -> Result<bool, HostError> {
+        let Ok(mut conn) = self.conn.try_lock() else {
+            return Ok(false);
+        };
         let result = self
             .exchange(&mut conn, command, arguments, limit, false)
-            .map(drop);
+            .map(|_| true);
         *conn = None;
         result
     }
@@ -92,8 +98,12 @@ impl Agent {
         let c = conn
             .as_mut()
             .ok_or_else(|| HostError::internal("no agent connection"))?;
+        let deadline = Instant::now() + limit;
         c.get_ref()
             .set_read_timeout(Some(limit))
+            .map_err(|e| gone(command, &e))?;
+        c.get_ref()
+            .set_write_timeout(Some(limit))
             .map_err(|e| gone(command, &e))?;
         let mut msg = json!({ "execute": command });
         if let Some(a) = arguments {
@@ -107,7 +117,7 @@ impl Agent {
         if !reply {
             return Ok(Value::Null);
         }
-        let v = read_json(c, command)?;
+        let v = read_json(c, command, deadline)?;
         if let Some(e) = v.get("error") {
             let desc = e
                 .get("desc")
@@ -126,25 +136,39 @@ impl Agent {
         let s = UnixStream::connect(&self.path).map_err(|e| gone("connect", &e))?;
         s.set_read_timeout(Some(limit))
             .map_err(|e| gone("connect", &e))?;
+        s.set_write_timeout(Some(limit))
+            .map_err(|e| gone("connect", &e))?;
+        let deadline = Instant::now() + limit;
         let mut c = BufReader::new(s);
         let id = u64::from(std::process::id()) << 20 | u64::from(rand_u16());
         let sync = json!({ "execute": "guest-sync-delimited", "arguments": { "id": id } });
-        let mut line = sync.to_string();
-        line.push('\n');
+        // A 0xFF first resets the agent's parser (a request half-sent on a dropped connection).
+        let mut line = vec![0xFF];
+        line.extend_from_slice(sync.to_string().as_bytes());
+        line.push(b'\n');
         c.get_mut()
-            .write_all(line.as_bytes())
+            .write_all(&line)
             .map_err(|e| gone("guest-sync-delimited", &e))?;
         // Everything up to the 0xFF marker is stale.
         let mut byte = [0u8; 1];
+        let mut skipped = 0u64;
         loop {
+            past(deadline, "guest-sync-delimited")?;
             c.read_exact(&mut byte)
                 .map_err(|e| gone("guest-sync-delimited", &e))?;
+            skipped += 1;
             if byte[0] == 0xFF {
                 break;
             }
+            if skipped > MAX_LINE {
+                return Err(HostError::new(
+                    ErrorKind::Hung,
+                    "guest-sync-delimited: the guest agent sent too much without answering",
+                ));
+            }
         }
         loop {
-            let v = read_json(&mut c, "guest-sync-delimited")?;
+            let v = read_json(&mut c, "guest-sync-delimited", deadline)?;
             if v.get("return").and_then(Value::as_u64) == Some(id) {
                 return Ok(c);
             }
@@ -160,13 +184,39 @@ fn rand_u16() -> u16 {
     u16::try_from(n & 0xFFFF).unwrap_or(0)
 }
 
-/// Reads one JSON object (a line; a 0xFF byte of a late sync is skipped).
-fn read_json(c: &mut BufReader<UnixStream>, command: &str) -> Result<Value, HostError> {
+/// A call's overall deadline: past it, a trickling agent no longer keeps the caller waiting.
+fn past(deadline: Instant, command: &str) -> Result<(), HostError> {
+    if Instant::now() > deadline {
+        Err(HostError::new(
+            ErrorKind::Hung,
+            format!("{command}: the guest agent did not answer in time"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads one JSON object before `deadline` (a line of at most [`MAX_LINE`] bytes; a 0xFF byte of
+/// a late sync is skipped).
+fn read_json(
+    c: &mut BufReader<UnixStream>,
+    command: &str,
+    deadline: Instant,
+) -> Result<Value, HostError> {
     loop {
+        past(deadline, command)?;
         let mut buf = Vec::new();
         let n = c
+            .by_ref()
+            .take(MAX_LINE)
             .read_until(b'\n', &mut buf)
             .map_err(|e| gone(command, &e))?;
+        if !buf.ends_with(b"\n") && u64::try_from(n).unwrap_or(u64::MAX) >= MAX_LINE {
+            return Err(HostError::new(
+                ErrorKind::Internal,
+                format!("{command}: the guest agent sent a reply longer than {MAX_LINE} bytes"),
+            ));
+        }
         if n == 0 {
             return Err(HostError::new(
                 ErrorKind::Gone,

@@ -47,6 +47,10 @@ pub struct Status {
     /// What the guest's memory is now, with dynamic memory (written by the worker).
     #[serde(default)]
     pub memory_current_mib: Option<u32>,
+    /// The balloon's last target, and whether a person set it (`vm memory`): the service's
+    /// policy then leaves the VM alone until its next start.
+    #[serde(default)]
+    pub memory_target: Option<(u32, bool)>,
 }
 
 impl Status {
@@ -64,6 +68,7 @@ impl Status {
             boot: None,
             heartbeat: strata_api::Heartbeat::None,
             memory_current_mib: None,
+            memory_target: None,
         }
     }
 

@@ -40,6 +40,12 @@ impl Home {
             .and_then(|()| std::fs::create_dir_all(root.join("run")))
             .map_err(|e| HostError::io(root, "create the data folder", e))?;
         let root = std::fs::canonicalize(root).map_err(|e| HostError::io(root, "open", e))?;
+        if root.as_os_str().to_string_lossy().contains(',') {
+            return Err(HostError::invalid(format!(
+                "{}: the data folder's path has a comma, which QEMU's option syntax cannot take in its socket and firmware paths: choose another STRATA_HOME",
+                root.display()
+            )));
+        }
         let home = Self { root };
         let longest = home.run_dir("0123456789abcdef").join("console.sock");
         if longest.as_os_str().len() > MAX_SOCKET_PATH {

@@ -51,8 +51,13 @@ impl Sockets {
 }
 
 /// IDE slots: (bus, unit) for each IDE disk in order, then the CD/DVD drive.
-fn ide_slot(n: usize) -> (usize, usize) {
-    (n / 2, n % 2)
+fn ide_slot(n: usize, q35: bool) -> (usize, usize) {
+    // PIIX: two buses of two units; Q35's AHCI: six ports of one unit.
+    if q35 {
+        (n, 0)
+    } else {
+        (n / 2, n % 2)
+    }
 }
 
 /// How QEMU is to start: which accelerator and machine type, and whether it waits for a saved
@@ -78,9 +83,11 @@ pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String
     let mut a = base(vm, launch, sockets);
     a.extend(boot_order(vm));
     a.extend(com_ports(vm, sockets));
-    a.extend(disks(vm, sockets));
+    a.extend(disks(vm, sockets, launch.machine));
     a.extend(nics(vm, launch.vm_id, launch.machine));
     a.extend(agent(vm, sockets));
+    // Devices added after the network adapters, so turning them on never moves a NIC's address.
+    a.extend(floppy_and_tablet(vm));
     a.extend(launch.firmware.iter().cloned());
     a.extend(kernel(vm));
     if launch.incoming {
@@ -180,7 +187,8 @@ fn com_ports(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
 }
 
 /// Each disk on its NBD socket, then the CD/DVD drive after the IDE disks.
-fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
+fn disks(vm: &CreateVm, sockets: &Sockets, machine: &str) -> Vec<String> {
+    let q35 = machine.starts_with("pc-q35-");
     let mut a = Vec::new();
     let mut ide = 0;
     let mut scsi = 0;
@@ -196,7 +204,7 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
         let device = match d.bus {
             DiskBus::Virtio => format!("virtio-blk-pci,drive={node},id=vd{i}"),
             DiskBus::Ide => {
-                let (bus, unit) = ide_slot(ide);
+                let (bus, unit) = ide_slot(ide, q35);
                 ide += 1;
                 format!("ide-hd,drive={node},bus=ide.{bus},unit={unit},id=hd{i}")
             }
@@ -216,20 +224,25 @@ fn disks(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
         ]));
     }
     if let Some(iso) = &vm.cdrom {
-        let blockdev = json!({
-            "driver": "raw", "node-name": "cd0", "read-only": true,
-            "file": { "driver": "file", "filename": iso, "read-only": true },
-        });
-        let (bus, unit) = ide_slot(ide);
-        let device = format!("ide-cd,drive=cd0,bus=ide.{bus},unit={unit},id=cd0");
-        a.extend(strings(&[
-            "-blockdev",
-            &blockdev.to_string(),
-            "-device",
-            &device,
-        ]));
+        let (bus, unit) = ide_slot(ide, q35);
+        if iso.is_empty() {
+            // An empty drive: media can be inserted while the VM runs.
+            let device = format!("ide-cd,bus=ide.{bus},unit={unit},id=cd0");
+            a.extend(strings(&["-device", &device]));
+        } else {
+            let blockdev = json!({
+                "driver": "raw", "node-name": "cd0", "read-only": true,
+                "file": { "driver": "file", "filename": iso, "read-only": true },
+            });
+            let device = format!("ide-cd,drive=cd0,bus=ide.{bus},unit={unit},id=cd0");
+            a.extend(strings(&[
+                "-blockdev",
+                &blockdev.to_string(),
+                "-device",
+                &device,
+            ]));
+        }
     }
-    a.extend(floppy_and_tablet(vm));
     a
 }
 

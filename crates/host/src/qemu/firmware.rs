@@ -100,6 +100,9 @@ pub fn args(vm: &CreateVm, dir: &Path) -> Result<Vec<String>, HostError> {
     if !vars.exists() {
         let tmp = dir.join("uefi-vars.fd.tmp");
         std::fs::copy(&o.vars, &tmp).map_err(|e| HostError::io(&o.vars, "copy", e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| HostError::io(&tmp, "sync", e))?;
         std::fs::rename(&tmp, &vars).map_err(|e| HostError::io(&vars, "create", e))?;
     }
     let mut a = vec![
@@ -150,7 +153,10 @@ impl Drop for Swtpm {
 pub fn start_swtpm(dir: &Path, sockets: &Sockets) -> Result<Swtpm, HostError> {
     let state = dir.join("tpm");
     std::fs::create_dir_all(&state).map_err(|e| HostError::io(&state, "create", e))?;
-    let child = Command::new(swtpm()?)
+    let mut cmd = Command::new(swtpm()?);
+    // Ends with its worker even before QEMU has connected (`--terminate` needs a connection).
+    strata_proc::die_with_parent(&mut cmd);
+    let child = cmd
         .arg("socket")
         .arg("--tpm2")
         .arg("--tpmstate")

@@ -51,15 +51,11 @@ impl Service {
     ) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _d = self.define.lock().unwrap_or_else(|p| p.into_inner());
         let (mut c, st) = self.current_locked(name)?;
-        if let Some(iso) = &media.iso {
-            let p = std::path::Path::new(iso);
-            if !p.is_absolute() || !p.is_file() {
-                return Err(HostError::invalid(format!(
-                    "ISO '{iso}': the path must be absolute and name an existing file"
-                )));
-            }
-        }
+        // Ejecting keeps the drive (empty): the VM's hardware stays what its saved state has.
+        c.vm.cdrom = Some(media.iso.clone().unwrap_or_default());
+        super::validate::config(&c.vm, &self.others(name))?;
         match st.state {
             VmState::Running | VmState::Paused => {
                 let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
@@ -71,7 +67,6 @@ impl Service {
             VmState::Off | VmState::Crashed => {}
             s => return Err(busy(name, s, "change its CD/DVD")),
         }
-        c.vm.cdrom = media.iso;
         self.home.save(&c)
     }
 

@@ -40,7 +40,10 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("processors", set.cpus.is_some()),
         ("boot order", set.boot_order.is_some()),
         ("disks", set.disks.is_some()),
-        ("CD/DVD", set.cdrom.is_some()),
+        (
+            "CD/DVD (while it runs: `strata vm media`)",
+            set.cdrom.is_some(),
+        ),
         ("network adapters", set.nics.is_some()),
         ("COM ports", set.com_ports.is_some()),
         ("machine type", set.machine.is_some()),
@@ -93,7 +96,8 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     apply!(stop_action, "stop action");
     apply!(shutdown_timeout_secs, "shut-down timeout");
     if let Some(iso) = set.cdrom {
-        vm.cdrom = (!iso.is_empty()).then_some(iso);
+        // "" empties the drive and keeps it (the guest's hardware stays the same).
+        vm.cdrom = Some(iso);
         changed.push("CD/DVD");
     }
     if let Some(m) = set.memory_min_mib {
@@ -141,6 +145,10 @@ impl Service {
         validate::config(&c.vm, &self.others(name))?;
         crate::qemu::firmware::check(&c.vm, c.vm.machine.as_deref().unwrap_or_default())?;
         self.home.save(&c)?;
+        if set.firmware.is_some() || set.secure_boot.is_some() {
+            // The variables store follows the firmware: made again from the right template.
+            let _ = std::fs::remove_file(crate::qemu::firmware::vars_file(&self.home.vm_dir(name)));
+        }
         let gone: Vec<_> = old_nics
             .into_iter()
             .filter(|o| {

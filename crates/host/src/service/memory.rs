@@ -1,7 +1,8 @@
 //! Dynamic memory's policy, run by the host service every few seconds: when the host is short
 //! of memory (less than `STRATA_MEMORY_LOW` percent available, 10 by default), each running VM
 //! with dynamic memory gives back a quarter of its range, down to its minimum; when the host
-//! has room again (twice that), VMs get memory back the same way, up to their memory. The
+//! has room again (twice that), VMs get memory back the same way, up to their memory. A target
+//! set by hand (`vm memory`) is left alone until the VM's next start. The
 //! worker's balloon does the moving; the guest's own demand is not read yet (its statistics
 //! through virtio-balloon are the next step), so a busy guest is shrunk like an idle one.
 
@@ -49,7 +50,7 @@ pub(crate) fn next_target(
     short: bool,
     roomy: bool,
 ) -> Option<u32> {
-    let step = ((max - min) / 4).max(16);
+    let step = (max.saturating_sub(min) / 4).max(16);
     let target = if short {
         current.saturating_sub(step).max(min)
     } else if roomy {
@@ -86,10 +87,18 @@ impl Service {
             if st.state != VmState::Running || !st.worker_alive() {
                 continue;
             }
+            // A target a person set wins until the VM's next start.
+            if st.memory_target.is_some_and(|(_, manual)| manual) {
+                continue;
+            }
             let current = st.memory_current_mib.unwrap_or(c.vm.memory_mib);
             let Some(target) = next_target(min, c.vm.memory_mib, current, short, roomy) else {
                 continue;
             };
+            // Asked already (a guest without a balloon driver never gets there): not again.
+            if st.memory_target.is_some_and(|(t, _)| t == target) {
+                continue;
+            }
             let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
             let verb = Verb::Balloon { target_mib: target };
             if worker::request(&socket, "system", verb, Duration::from_secs(30)).is_ok() {

@@ -57,6 +57,7 @@ fn after_worker_death(mut st: Status, saved_state_complete: bool) -> Status {
     st.stopped_by_host = true;
     st.heartbeat = strata_api::Heartbeat::None;
     st.memory_current_mib = None;
+    st.memory_target = None;
     st
 }
 
@@ -518,7 +519,7 @@ impl Service {
                     bus: d.bus,
                 })
                 .collect(),
-            cdrom: vm.cdrom,
+            cdrom: vm.cdrom.filter(|c| !c.is_empty()),
             floppy: vm.floppy,
             usb_tablet: vm.usb_tablet,
             nics,

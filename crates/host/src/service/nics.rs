@@ -100,6 +100,17 @@ impl Service {
             HostError::conflict(format!("VM '{name}' has no free network adapter slot"))
         })?;
         let tap = n.switch.as_ref().map(|_| tap_of(&new.id, index, &n));
+        if hot
+            && old
+                .vm
+                .machine
+                .as_deref()
+                .is_some_and(|m| m.starts_with("pc-q35-"))
+        {
+            return Err(HostError::unsupported(format!(
+                "VM '{name}' is a Q35 machine, whose root bus takes no hot-plugged adapters: add it while the VM is off"
+            )));
+        }
         let add = || -> Result<(), HostError> {
             let bridge = crate::ports::bridge_for(&self.home, &n)?;
             let verb = Verb::NicAdd {

@@ -141,7 +141,7 @@ pub fn config(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
         return Err(invalid(format!("boot order lists {dup:?} twice")));
     }
     disks(vm, others)?;
-    if let Some(iso) = &vm.cdrom {
+    if let Some(iso) = vm.cdrom.as_ref().filter(|i| !i.is_empty()) {
         absolute_file("CD/DVD image", iso)?;
     }
     if let Some(k) = &vm.kernel {

@@ -58,6 +58,10 @@ pub(super) fn start_heartbeat(shared: std::sync::Arc<Shared>) {
             let Some(a) = shared.agent.as_ref() else {
                 return;
             };
+            // A paused or saving guest cannot answer: that is no lost heartbeat.
+            if shared.state() != strata_api::VmState::Running {
+                continue;
+            }
             let ok = a.call("guest-ping", None, PING_LIMIT).is_ok();
             misses = if ok { 0 } else { misses + 1 };
             let before = shared.heartbeat();
@@ -79,12 +83,13 @@ pub(super) fn start_heartbeat(shared: std::sync::Arc<Shared>) {
                     ),
                 }
             }
+            // Cleared only once the clock is set: a failed try is tried again at the next ping.
+            let pending = &shared.time_pending;
             if ok
-                && shared
-                    .time_pending
-                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                && pending.load(std::sync::atomic::Ordering::SeqCst)
+                && sync_time(&shared, "system", "restored")
             {
-                sync_time(&shared, "system", "restored");
+                pending.store(false, std::sync::atomic::Ordering::SeqCst);
             }
             if ok && (now != before || pings % INFO_EVERY == 0) {
                 save_guest_info(a, &shared.dir);
@@ -145,11 +150,11 @@ fn save_guest_info(a: &Agent, dir: &Path) {
     }
 }
 
-/// Sets the guest's clock from the host's (after a restore or a resume); says so in the log.
-/// Without an answering agent there is nothing to do.
-pub(super) fn sync_time(shared: &Shared, user: &str, why: &str) {
+/// Sets the guest's clock from the host's (after a restore or a resume); says so in the log and
+/// tells whether it was set. Without an answering agent there is nothing to do.
+pub(super) fn sync_time(shared: &Shared, user: &str, why: &str) -> bool {
     let Some(a) = shared.agent.as_ref() else {
-        return;
+        return false;
     };
     let ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -159,30 +164,38 @@ pub(super) fn sync_time(shared: &Shared, user: &str, why: &str) {
         Some(json!({ "time": ns })),
         Duration::from_secs(10),
     ) {
-        Ok(_) => shared.log(
-            Code::GuestTimeSet,
-            user,
-            &format!("guest clock set from the host's ({why})"),
-        ),
-        Err(e) if shared.heartbeat() == Heartbeat::Ok => shared.log(
-            Code::VmRequestFailed,
-            user,
-            &format!("the guest clock could not be set ({why}): {e}"),
-        ),
-        Err(_) => {}
+        Ok(_) => {
+            shared.log(
+                Code::GuestTimeSet,
+                user,
+                &format!("guest clock set from the host's ({why})"),
+            );
+            true
+        }
+        Err(e) => {
+            if shared.heartbeat() == Heartbeat::Ok {
+                shared.log(
+                    Code::VmRequestFailed,
+                    user,
+                    &format!("the guest clock could not be set ({why}): {e}"),
+                );
+            }
+            false
+        }
     }
 }
 
-/// Asks the agent to power the guest off (no answer comes when it obeys).
+/// Asks the agent to power the guest off (no answer comes when it obeys); not when the agent
+/// is silent or busy (a copy in progress), so a shut-down is never held up by it.
 pub(super) fn shutdown(shared: &Shared) -> bool {
     shared.heartbeat() == Heartbeat::Ok
         && shared.agent.as_ref().is_some_and(|a| {
-            a.send(
+            a.try_send(
                 "guest-shutdown",
                 Some(json!({ "mode": "powerdown" })),
                 PING_LIMIT,
             )
-            .is_ok()
+            .unwrap_or(false)
         })
 }
 
@@ -251,15 +264,47 @@ fn guest_close(a: &Agent, handle: i64) {
     );
 }
 
-fn to_guest(a: &Agent, src: &Path, dest: &str) -> Result<u64, HostError> {
-    let mut f = std::fs::File::open(src).map_err(|e| HostError::io(src, "open", e))?;
-    let size = f
-        .metadata()
-        .map_err(|e| HostError::io(src, "read", e))?
-        .len();
-    if size > COPY_LIMIT {
-        return Err(too_big(&src.display().to_string(), size));
+/// Opens a host file to copy: a regular file only (not a device, a FIFO or a symbolic link, whose
+/// reading could block or never end), read no further than the limit.
+fn open_source(src: &Path) -> Result<std::io::Take<std::fs::File>, HostError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(src)
+        .map_err(|e| HostError::io(src, "open", e))?;
+    let meta = f.metadata().map_err(|e| HostError::io(src, "read", e))?;
+    if !meta.is_file() {
+        return Err(HostError::invalid(format!(
+            "{}: not a regular file: copy-file copies files only",
+            src.display()
+        )));
     }
+    if meta.len() > COPY_LIMIT {
+        return Err(too_big(&src.display().to_string(), meta.len()));
+    }
+    Ok(f.take(COPY_LIMIT))
+}
+
+/// A new temporary file beside `dest` (a random name, created exclusively, never through a
+/// symbolic link, readable by root only).
+fn create_temp(dest: &Path) -> Result<(std::fs::File, std::path::PathBuf), HostError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = dest.as_os_str().to_os_string();
+    name.push(format!(".strata-part-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = std::path::PathBuf::from(name);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| HostError::io(&tmp, "create", e))?;
+    Ok((f, tmp))
+}
+
+fn to_guest(a: &Agent, src: &Path, dest: &str) -> Result<u64, HostError> {
+    let mut f = open_source(src)?;
     let h = guest_open(a, dest, "w")?;
     let result = (|| {
         let (mut buf, mut total) = (vec![0u8; CHUNK], 0u64);
@@ -282,13 +327,16 @@ fn to_guest(a: &Agent, src: &Path, dest: &str) -> Result<u64, HostError> {
 }
 
 fn from_guest(a: &Agent, src: &str, dest: &Path) -> Result<u64, HostError> {
-    let h = guest_open(a, src, "r")?;
-    let mut tmp = dest.as_os_str().to_os_string();
-    tmp.push(".strata-part");
-    let tmp = std::path::PathBuf::from(tmp);
+    let (mut out, tmp) = create_temp(dest)?;
+    let h = match guest_open(a, src, "r") {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     let result = (|| {
-        let mut out = std::fs::File::create(&tmp).map_err(|e| HostError::io(&tmp, "create", e))?;
-        let mut total = 0u64;
+        let (mut total, mut empty) = (0u64, 0u32);
         loop {
             let r = a
                 .call(
@@ -311,6 +359,14 @@ fn from_guest(a: &Agent, src: &str, dest: &Path) -> Result<u64, HostError> {
             }
             out.write_all(&data)
                 .map_err(|e| HostError::io(&tmp, "write", e))?;
+            // An agent that keeps answering nothing without saying "end of file" is not waited for.
+            empty = if data.is_empty() { empty + 1 } else { 0 };
+            if empty > 3 {
+                return Err(HostError::new(
+                    ErrorKind::Hung,
+                    format!("in the guest, {src}: the agent keeps sending nothing"),
+                ));
+            }
             if r.get("eof")
                 .and_then(Value::as_bool)
                 .unwrap_or(data.is_empty())

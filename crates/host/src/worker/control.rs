@@ -75,8 +75,17 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
         Verb::TurnOff => return turn_off(shared, user),
         _ => {}
     }
+    // Requests that leave the VM's state alone (and may take long: a file copy) run beside the
+    // others rather than holding them off.
+    if let Some(result) = beside(shared, user, verb) {
+        return result;
+    }
     let Ok(_op) = shared.op_lock.try_lock() else {
-        return Err(refuse(shared, verb, shared.state()));
+        return Err(HostError::conflict(format!(
+            "VM '{}': another request on it is in progress (a shut-down, a save, a pause …): cannot {} now, try again",
+            shared.name,
+            verb.describe()
+        )));
     };
     let state = shared.state();
     match (verb, state) {
@@ -103,13 +112,25 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
         }
         (Verb::Save, VmState::Running | VmState::Paused) => save(shared, user, state),
         (
-            Verb::CopyFile {
-                source,
-                destination,
-                direction,
-            },
-            VmState::Running,
-        ) => {
+            Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. },
+            VmState::Running | VmState::Paused,
+        ) => super::nics::execute(&shared.qmp, verb).map(|()| state),
+        _ => Err(refuse(shared, verb, state)),
+    }
+}
+
+/// The requests that do not change the VM's state, run without the operation lock; `None` for
+/// the others.
+fn beside(shared: &Shared, user: &str, verb: &Verb) -> Option<Result<VmState, HostError>> {
+    let state = shared.state();
+    let running = state == VmState::Running;
+    let live = matches!(state, VmState::Running | VmState::Paused);
+    let result = match verb {
+        Verb::CopyFile {
+            source,
+            destination,
+            direction,
+        } if running => {
             let c = strata_api::CopyFile {
                 source: source.clone(),
                 destination: destination.clone(),
@@ -117,20 +138,22 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             };
             super::agent::copy_file(shared, user, &c).map(|_| state)
         }
-        (Verb::MediaChange { iso }, VmState::Running | VmState::Paused) => {
+        Verb::Freeze if running => super::agent::freeze(shared, user, true).map(|_| state),
+        Verb::Thaw if running => super::agent::freeze(shared, user, false).map(|_| state),
+        Verb::MediaChange { iso } if live => {
             super::devices::change_media(shared, user, iso.as_deref()).map(|()| state)
         }
-        (Verb::Balloon { target_mib }, VmState::Running | VmState::Paused) => {
+        Verb::Balloon { target_mib } if live => {
             super::devices::balloon(shared, user, *target_mib).map(|()| state)
         }
-        (Verb::Freeze, VmState::Running) => super::agent::freeze(shared, user, true).map(|_| state),
-        (Verb::Thaw, VmState::Running) => super::agent::freeze(shared, user, false).map(|_| state),
-        (
-            Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. },
-            VmState::Running | VmState::Paused,
-        ) => super::nics::execute(&shared.qmp, verb).map(|()| state),
-        _ => Err(refuse(shared, verb, state)),
-    }
+        Verb::CopyFile { .. }
+        | Verb::Freeze
+        | Verb::Thaw
+        | Verb::MediaChange { .. }
+        | Verb::Balloon { .. } => Err(refuse(shared, verb, state)),
+        _ => return None,
+    };
+    Some(result)
 }
 
 fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, HostError> {
@@ -154,6 +177,14 @@ fn shutdown(shared: &Shared, user: &str, timeout: u32) -> Result<VmState, HostEr
         *shared.intent.lock().unwrap_or_else(|p| p.into_inner()) = None;
         shared.set_state(VmState::Running);
         return Err(e);
+    }
+    // The agent too, for guests that ignore the power button (best effort, bounded).
+    if super::agent::shutdown(shared) {
+        shared.log(
+            Code::VmShutdownRequested,
+            user,
+            "shut-down sent through the guest agent too",
+        );
     }
     if let Some(end) = shared.wait_end(Duration::from_secs(u64::from(timeout))) {
         return Ok(end);

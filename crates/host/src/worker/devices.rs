@@ -67,6 +67,7 @@ pub(super) fn balloon(shared: &Shared, user: &str, target_mib: u32) -> Result<()
     shared
         .qmp
         .execute("balloon", Some(json!({ "value": bytes })))?;
+    shared.set_memory_target((target_mib, user != "system"));
     shared.log(
         Code::VmChanged,
         user,

@@ -119,6 +119,18 @@ impl Shared {
         }
     }
 
+    /// Records the balloon's target and who set it.
+    fn set_memory_target(&self, target: (u32, bool)) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if self.has_ended() {
+            return;
+        }
+        s.memory_target = Some(target);
+        if let Err(e) = status::write(&self.dir, &s) {
+            eprintln!("strata worker: {e}");
+        }
+    }
+
     /// Records the heartbeat, unless QEMU has ended.
     fn set_heartbeat(&self, h: strata_api::Heartbeat) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());

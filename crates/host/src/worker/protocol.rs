@@ -178,7 +178,12 @@ pub fn request(
         return super::legacy::request(socket, user, &req.verb, limit);
     }
     let reply = decode_reply(&reply).map_err(|e| e.context(worker(socket)))?;
+    let verb = req.verb.describe();
     reply.into_result().map_err(|e| match e.kind {
+        // A worker of an older Strata (same protocol version, fewer verbs) cannot do this.
+        ErrorKind::Invalid if e.message.contains("unknown variant") => HostError::unsupported(
+            format!("the VM's worker was started by an older Strata, which cannot {verb}: restart the VM to do that while it runs"),
+        ),
         // The service sent something its worker does not understand: a bug, not the user's.
         ErrorKind::Invalid => e.as_kind(ErrorKind::Internal),
         _ => e,

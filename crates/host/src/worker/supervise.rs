@@ -49,6 +49,7 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
         s.restoring = false;
         s.heartbeat = strata_api::Heartbeat::None;
         s.memory_current_mib = None;
+        s.memory_target = None;
         s.last_error = if state == VmState::Crashed {
             Some(message.clone())
         } else {
