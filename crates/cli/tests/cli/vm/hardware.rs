@@ -303,3 +303,46 @@ fn a_host_short_of_memory_shrinks_dynamic_vms_to_their_minimum() {
     );
     h.ok(&["vm", "stop", "m"]);
 }
+
+#[test]
+fn a_uefi_vm_with_a_tpm_is_saved_and_restored() {
+    let h = Host::new();
+    let g = guest(h.home(), "count", &[], COUNTER);
+    vm_create(&h, "c", &g, &["--firmware", "uefi", "--tpm", "on"]);
+    h.ok(&["vm", "start", "c"]);
+    wait_for("the guest to count", T, || {
+        counts(&h.console("c")).len() > 3
+    });
+    h.ok(&["vm", "save", "c"]);
+    assert_eq!(h.state("c"), "saved");
+    let before = *counts(&h.console("c")).last().unwrap();
+    // Saved, the VM's TPM is not running; its state and the UEFI store stay in its folder.
+    let dir = h.home().join("vms").join("c");
+    let ps = Command::new("pgrep")
+        .args(["-af", "swtpm socket"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains(&s(&dir)),
+        "swtpm outlived the save"
+    );
+    assert!(dir.join("uefi-vars.fd").exists() && dir.join("tpm").is_dir());
+    h.ok(&["vm", "start", "c"]);
+    assert_eq!(h.state("c"), "running");
+    // The guest goes on counting from where it was saved, not from a new boot.
+    wait_for("the count to go on", T, || {
+        counts(&h.console("c"))
+            .last()
+            .is_some_and(|n| *n > before + 3)
+    });
+    // Restored, the line after the last one printed before the save is the next number; a new
+    // boot would print "count 0" there.
+    let all = counts(&h.console("c"));
+    let at = all.iter().position(|n| *n == before).unwrap();
+    assert_eq!(
+        all[at + 1],
+        before + 1,
+        "restarted rather than restored: {all:?}"
+    );
+    h.ok(&["vm", "stop", "c"]);
+}
