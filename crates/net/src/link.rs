@@ -252,6 +252,26 @@ pub fn detach(port: &str) -> Result<(), NetError> {
     })
 }
 
+/// How many interfaces are ports of the bridge `bridge` (0 when it does not exist).
+pub fn port_count(bridge: &str) -> Result<usize, NetError> {
+    netlink(bridge, |h| async move {
+        let Some(b) = find(&h, bridge).await? else {
+            return Ok(0);
+        };
+        let index = b.header.index;
+        let mut count = 0;
+        let mut links = h.link().get().execute();
+        while let Some(l) = links.try_next().await.map_err(kernel("links"))? {
+            let is_port = l
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == index));
+            count += usize::from(is_port);
+        }
+        Ok(count)
+    })
+}
+
 /// The VLAN bridges of the switch whose id is `switch_id` that exist now.
 pub fn vlan_bridges(switch_id: &str) -> Result<Vec<String>, NetError> {
     let prefix = format!("stv-{}-", &hex_part(switch_id, 6));

@@ -228,6 +228,7 @@ impl Service {
         self.release_leases(name, &c.vm.nics, user);
         self.drop_forwards_of(name, user);
         self.firewall_after_change(name, user);
+        self.gc_vlan_bridges();
         let _ = std::fs::remove_dir_all(self.home.run_dir(&c.id));
         let kept = if delete_disks {
             format!("disks deleted: {}", removed.join(", "))

@@ -40,6 +40,18 @@ fn find(c: &VmConfig, nic: &str) -> Result<usize, HostError> {
 }
 
 impl Service {
+    /// Deletes the VLAN bridges no adapter is plugged into any more (a running VM's tap keeps
+    /// its bridge; a stopped VM's is made again when it starts).
+    pub(super) fn gc_vlan_bridges(&self) {
+        for c in self.switch_configs() {
+            for b in strata_net::link::vlan_bridges(&c.id).unwrap_or_default() {
+                if strata_net::link::port_count(&b).is_ok_and(|n| n == 0) {
+                    let _ = strata_net::link::delete(&b);
+                }
+            }
+        }
+    }
+
     /// Rebuilds the firewall after a VM's adapters changed; a failure is logged (the VM's
     /// settings are saved; the next change or restart applies them again).
     pub(super) fn firewall_after_change(&self, vm: &str, user: &str) {
@@ -78,8 +90,10 @@ impl Service {
         if let Err(e) = applied {
             self.home.save(old)?;
             self.firewall_after_change(&old.vm.name, user);
+            self.gc_vlan_bridges();
             return Err(e);
         }
+        self.gc_vlan_bridges();
         Ok(())
     }
 

@@ -82,6 +82,14 @@ fn a_private_switch_with_guards_and_vlans() {
         "ip addr show dev eth0 | grep -q 'inet 10.81.0.20'"
     ));
 
+    // Back on the switch's own VLAN, the VLAN's bridge is not left behind.
+    let (_, links) = h.in_ns(&["ip", "-br", "link"]);
+    assert_eq!(links.matches("stv-").count(), 1, "{links}");
+    h.ok(&["vm", "nic", "set", "a", "0", "--vlan", "0"]);
+    h.ok(&["vm", "nic", "set", "b", "0", "--vlan", "0"]);
+    let (_, links) = h.in_ns(&["ip", "-br", "link"]);
+    assert!(!links.contains("stv-"), "{links}");
+
     for vm in ["a", "b"] {
         h.ok(&["vm", "stop", vm]);
         h.ok(&["vm", "delete", vm]);
