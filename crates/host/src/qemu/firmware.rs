@@ -13,8 +13,13 @@ use strata_api::{CreateVm, Firmware};
 use super::Sockets;
 use crate::error::{ErrorKind, HostError};
 
-/// Where Debian's `ovmf` package puts its images.
+/// Where Debian's `ovmf` package puts its images; `STRATA_OVMF_DIR` names another folder (other
+/// distributions keep them elsewhere, e.g. `/usr/share/edk2/ovmf`).
 pub const OVMF_DIR: &str = "/usr/share/OVMF";
+
+fn ovmf_dir() -> PathBuf {
+    std::env::var_os("STRATA_OVMF_DIR").map_or_else(|| PathBuf::from(OVMF_DIR), PathBuf::from)
+}
 
 /// An OVMF build: its code image and the template of its variables store.
 #[derive(Debug, Clone)]
@@ -32,9 +37,10 @@ pub fn ovmf(secure_boot: bool) -> Result<Ovmf, HostError> {
     } else {
         ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")
     };
+    let dir = ovmf_dir();
     let o = Ovmf {
-        code: Path::new(OVMF_DIR).join(code),
-        vars: Path::new(OVMF_DIR).join(vars),
+        code: dir.join(code),
+        vars: dir.join(vars),
     };
     for f in [&o.code, &o.vars] {
         if !f.exists() {
@@ -47,15 +53,17 @@ pub fn ovmf(secure_boot: bool) -> Result<Ovmf, HostError> {
     Ok(o)
 }
 
-/// The swtpm binary, or why a TPM cannot be given.
+/// The swtpm binary (`/usr/bin/swtpm`, or `STRATA_SWTPM`), or why a TPM cannot be given.
 pub fn swtpm() -> Result<PathBuf, HostError> {
-    let path = PathBuf::from("/usr/bin/swtpm");
+    let path = std::env::var_os("STRATA_SWTPM")
+        .map_or_else(|| PathBuf::from("/usr/bin/swtpm"), PathBuf::from);
     if path.exists() {
         Ok(path)
     } else {
-        Err(HostError::unsupported(
-            "a TPM needs swtpm, which this host lacks: install Debian's swtpm package (apt-get install swtpm)",
-        ))
+        Err(HostError::unsupported(format!(
+            "a TPM needs swtpm ({}), which this host lacks: install Debian's swtpm package (apt-get install swtpm)",
+            path.display()
+        )))
     }
 }
 

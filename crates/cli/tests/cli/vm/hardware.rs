@@ -346,3 +346,25 @@ fn a_uefi_vm_with_a_tpm_is_saved_and_restored() {
     );
     h.ok(&["vm", "stop", "c"]);
 }
+
+#[test]
+fn uefi_without_ovmf_and_a_tpm_without_swtpm_are_refused_by_name() {
+    // A host whose firmware folder and swtpm are elsewhere (or missing): the settings name them.
+    let h = Host::with_env(&[
+        ("STRATA_OVMF_DIR", "/nonexistent-ovmf"),
+        ("STRATA_SWTPM", "/nonexistent/swtpm"),
+    ]);
+    let err = h.fails(&["vm", "create", "u", "--firmware", "uefi"]);
+    assert!(
+        err.contains("UEFI needs /nonexistent-ovmf/OVMF_CODE_4M.fd") && err.contains("ovmf"),
+        "{err}"
+    );
+    let err = h.fails(&["vm", "create", "t", "--tpm", "on"]);
+    assert!(
+        err.contains("a TPM needs swtpm (/nonexistent/swtpm)"),
+        "{err}"
+    );
+    // Nothing was made.
+    assert_eq!(h.json(&["vm", "list", "--json"]), serde_json::json!([]));
+    assert!(!h.home().join("vms").join("u").exists());
+}
