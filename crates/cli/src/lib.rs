@@ -118,6 +118,16 @@ fn quiet_on_closed_pipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// An `on`/`off` option (`--what`); `None` when it was not given.
+fn on_off(what: &str, v: Option<&str>) -> anyhow::Result<Option<bool>> {
+    match v {
+        None => Ok(None),
+        Some("on") => Ok(Some(true)),
+        Some("off") => Ok(Some(false)),
+        Some(o) => anyhow::bail!("--{what} '{o}': use on or off"),
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout (every `--json`).
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

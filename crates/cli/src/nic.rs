@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use strata_api::{SetNic, VmDetails};
 
 use crate::client::{enc, Client};
-use crate::print_json;
+use crate::{on_off, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum NicCommand {
@@ -65,15 +65,6 @@ pub struct NicSettings {
     bandwidth_limit: Option<String>,
 }
 
-fn on_off(what: &str, v: &Option<String>) -> Result<Option<bool>> {
-    match v.as_deref() {
-        None => Ok(None),
-        Some("on") => Ok(Some(true)),
-        Some("off") => Ok(Some(false)),
-        Some(o) => bail!("--{what} '{o}': use on or off"),
-    }
-}
-
 /// A rate such as `100M` (decimal, bits per second).
 fn rate(text: &str) -> Result<u64> {
     let t = text.trim();
@@ -102,9 +93,9 @@ impl NicSettings {
     fn to_set(&self) -> Result<SetNic> {
         Ok(SetNic {
             switch: None,
-            mac_spoofing: on_off("mac-spoofing", &self.mac_spoofing)?,
-            dhcp_guard: on_off("dhcp-guard", &self.dhcp_guard)?,
-            router_guard: on_off("router-guard", &self.router_guard)?,
+            mac_spoofing: on_off("mac-spoofing", self.mac_spoofing.as_deref())?,
+            dhcp_guard: on_off("dhcp-guard", self.dhcp_guard.as_deref())?,
+            router_guard: on_off("router-guard", self.router_guard.as_deref())?,
             vlan: self.vlan,
             bandwidth_limit: self.bandwidth_limit.as_deref().map(rate).transpose()?,
         })

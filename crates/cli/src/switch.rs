@@ -8,7 +8,7 @@ use serde_json::json;
 use strata_api::{CreateSwitch, Lease, SwitchInfo, SwitchType};
 
 use crate::client::{enc, Client};
-use crate::print_json;
+use crate::{on_off, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum SwitchCommand {
@@ -152,15 +152,6 @@ pub fn run(cmd: SwitchCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `on` or `off`.
-pub(crate) fn on_off(what: &str, v: &str) -> Result<bool> {
-    match v {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => bail!("--{what} '{other}': use on or off"),
-    }
-}
-
 /// A lease time such as `1h`, in seconds.
 pub(crate) fn lease_secs(text: &str) -> Result<u32> {
     let lease = humantime::parse_duration(text)
@@ -197,12 +188,12 @@ fn create(c: &Client, cmd: SwitchCommand) -> Result<()> {
     let mut spec = CreateSwitch::new(&name, kind, subnet.as_deref());
     spec.host_nic = host_nic;
     spec.host_address = host_address;
-    spec.dhcp = dhcp.as_deref().map(|d| on_off("dhcp", d)).transpose()?;
+    spec.dhcp = on_off("dhcp", dhcp.as_deref())?;
     spec.dhcp_range = dhcp_range;
     spec.gateway = gateway;
     spec.dns = dns;
     spec.lease_secs = lease_secs(&lease_time)?;
-    spec.nat = on_off("nat", &nat)?;
+    spec.nat = on_off("nat", Some(&nat))?.unwrap_or(false);
     spec.vlan = vlan;
     spec.notes = notes;
     let sw: SwitchInfo = c.json("POST", "/v1/switches", Some(serde_json::to_value(spec)?))?;

@@ -5,8 +5,9 @@ use clap::Subcommand;
 use strata_api::{ForwardInfo, PortForward, Proto, Reservation, SetSwitch, SwitchInfo};
 
 use crate::client::{enc, Client};
+use crate::on_off;
 use crate::print_json;
-use crate::switch::{lease_secs, on_off, path, print_switch, SwitchCommand};
+use crate::switch::{lease_secs, path, print_switch, SwitchCommand};
 
 #[derive(Debug, Subcommand)]
 pub enum ForwardCommand {
@@ -128,7 +129,7 @@ pub fn set(c: &Client, cmd: SwitchCommand) -> Result<()> {
         unreachable!("set only");
     };
     let set = SetSwitch {
-        dhcp: dhcp.as_deref().map(|d| on_off("dhcp", d)).transpose()?,
+        dhcp: on_off("dhcp", dhcp.as_deref())?,
         dhcp_range,
         gateway,
         dns: dns.map(|d| {
@@ -139,7 +140,7 @@ pub fn set(c: &Client, cmd: SwitchCommand) -> Result<()> {
                 .collect()
         }),
         lease_secs: lease_time.as_deref().map(lease_secs).transpose()?,
-        nat: nat.as_deref().map(|n| on_off("nat", n)).transpose()?,
+        nat: on_off("nat", nat.as_deref())?,
         notes,
     };
     send(

@@ -12,8 +12,8 @@ use strata_api::{
 };
 
 use crate::client::{enc, Client};
-use crate::print_json;
 use crate::size::parse_size;
+use crate::{on_off, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
@@ -203,16 +203,6 @@ pub struct Settings {
     /// A USB tablet for an accurate VNC pointer: on or off
     #[arg(long)]
     usb_tablet: Option<String>,
-}
-
-/// An `on`/`off` option.
-fn on_off(what: &str, v: Option<&str>) -> Result<Option<bool>> {
-    match v {
-        None => Ok(None),
-        Some("on") => Ok(Some(true)),
-        Some("off") => Ok(Some(false)),
-        Some(o) => bail!("--{what} '{o}': use on or off"),
-    }
 }
 
 /// A path from the caller's working directory, made absolute for the service.

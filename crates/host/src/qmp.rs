@@ -88,6 +88,16 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// Whether QEMU has the device `id` (given with `-device …,id=` or hot-plugged).
+    pub fn has_device(&self, id: &str) -> Result<bool, HostError> {
+        let list = self.execute("qom-list", Some(json!({ "path": "/machine/peripheral" })))?;
+        Ok(list.as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i.get("name").and_then(Value::as_str) == Some(id))
+        }))
+    }
+
     /// Runs `command` with `arguments` and returns its `return` value.
     pub fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, HostError> {
         let (tx, rx) = channel();

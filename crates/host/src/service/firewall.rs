@@ -25,11 +25,7 @@ pub(crate) fn tap_of(vm_id: &str, index: usize, nic: &strata_api::NicSpec) -> St
 
 /// A MAC `xx:xx:xx:xx:xx:xx` as bytes.
 fn mac_bytes(text: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = text
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16).ok())
-        .collect::<Option<_>>()?;
-    v.try_into().ok()
+    text.parse::<strata_net::dhcp::Mac>().ok().map(|m| m.0)
 }
 
 impl Service {

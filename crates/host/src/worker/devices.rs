@@ -13,25 +13,13 @@ use crate::events::Code;
 /// How often the balloon's actual size is read.
 const BALLOON_EVERY: Duration = Duration::from_secs(2);
 
-/// Whether QEMU has the device `id`.
-fn present(shared: &Shared, id: &str) -> Result<bool, HostError> {
-    let list = shared
-        .qmp
-        .execute("qom-list", Some(json!({ "path": "/machine/peripheral" })))?;
-    Ok(list.as_array().is_some_and(|items| {
-        items
-            .iter()
-            .any(|i| i.get("name").and_then(Value::as_str) == Some(id))
-    }))
-}
-
 /// Inserts `iso` in the CD/DVD drive (replacing what is there), or ejects it.
 pub(super) fn change_media(
     shared: &Shared,
     user: &str,
     iso: Option<&str>,
 ) -> Result<(), HostError> {
-    if !present(shared, "cd0")? {
+    if !shared.qmp.has_device("cd0")? {
         return Err(HostError::conflict(format!(
             "VM '{}' has no CD/DVD drive while it runs: give it one while it is off (`strata vm set {} --cdrom ISO`)",
             shared.name, shared.name
@@ -57,7 +45,7 @@ pub(super) fn change_media(
 
 /// Sets the balloon's target: the guest gives memory back down to `target_mib`, or gets it.
 pub(super) fn balloon(shared: &Shared, user: &str, target_mib: u32) -> Result<(), HostError> {
-    if !present(shared, "balloon0")? {
+    if !shared.qmp.has_device("balloon0")? {
         return Err(HostError::unsupported(format!(
             "VM '{}' has no dynamic memory: set --memory-min while it is off",
             shared.name

@@ -84,16 +84,22 @@ struct Shared {
 }
 
 impl Shared {
-    /// Records a state, unless QEMU has ended (the final state is then recorded already).
-    fn set_state(&self, state: VmState) {
+    /// Changes the recorded status with `change` and writes it, unless QEMU has ended (the
+    /// final state is then recorded already).
+    fn update_status(&self, change: impl FnOnce(&mut Status)) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if self.has_ended() {
             return;
         }
-        s.state = state;
+        change(&mut s);
         if let Err(e) = status::write(&self.dir, &s) {
             eprintln!("strata worker: {e}");
         }
+    }
+
+    /// Records a state.
+    fn set_state(&self, state: VmState) {
+        self.update_status(|s| s.state = state);
     }
 
     fn state(&self) -> VmState {
@@ -109,38 +115,27 @@ impl Shared {
 
     /// Records what the guest's memory is now (dynamic memory), unless QEMU has ended.
     fn set_memory_current(&self, mib: Option<u32>) {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if self.has_ended() || s.memory_current_mib == mib {
+        // Read every few seconds: written only when it changed.
+        if self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory_current_mib
+            == mib
+        {
             return;
         }
-        s.memory_current_mib = mib;
-        if let Err(e) = status::write(&self.dir, &s) {
-            eprintln!("strata worker: {e}");
-        }
+        self.update_status(|s| s.memory_current_mib = mib);
     }
 
     /// Records the balloon's target and who set it.
     fn set_memory_target(&self, target: (u32, bool)) {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if self.has_ended() {
-            return;
-        }
-        s.memory_target = Some(target);
-        if let Err(e) = status::write(&self.dir, &s) {
-            eprintln!("strata worker: {e}");
-        }
+        self.update_status(|s| s.memory_target = Some(target));
     }
 
     /// Records the heartbeat, unless QEMU has ended.
     fn set_heartbeat(&self, h: strata_api::Heartbeat) {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if self.has_ended() {
-            return;
-        }
-        s.heartbeat = h;
-        if let Err(e) = status::write(&self.dir, &s) {
-            eprintln!("strata worker: {e}");
-        }
+        self.update_status(|s| s.heartbeat = h);
     }
 
     fn log(&self, code: Code, user: &str, message: &str) {

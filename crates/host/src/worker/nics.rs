@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::protocol::Verb;
 use crate::error::{ErrorKind, HostError};
@@ -81,22 +81,12 @@ fn add(
         .map_err(undo)
 }
 
-/// Whether the device `id` is still in the VM.
-fn present(qmp: &Qmp, id: &str) -> Result<bool, HostError> {
-    let list = qmp.execute("qom-list", Some(json!({ "path": "/machine/peripheral" })))?;
-    Ok(list.as_array().is_some_and(|items| {
-        items
-            .iter()
-            .any(|i| i.get("name").and_then(Value::as_str) == Some(id))
-    }))
-}
-
 fn remove(qmp: &Qmp, slot: u8) -> Result<(), HostError> {
     let id = format!("nic{slot}");
-    if present(qmp, &id)? {
+    if qmp.has_device(&id)? {
         qmp.execute("device_del", Some(json!({ "id": id })))?;
         let start = Instant::now();
-        while present(qmp, &id)? {
+        while qmp.has_device(&id)? {
             if start.elapsed() > RELEASE_LIMIT {
                 return Err(HostError::new(
                     ErrorKind::Hung,
