@@ -41,6 +41,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/vms/{name}/copy-file"),
     ("POST", "/v1/vms/{name}/media"),
     ("POST", "/v1/vms/{name}/memory"),
+    ("POST", "/v1/vms/{name}/disks"),
+    ("DELETE", "/v1/vms/{name}/disks/{disk}"),
     ("POST", "/v1/vms/{name}/nics"),
     ("PATCH", "/v1/vms/{name}/nics/{nic}"),
     ("DELETE", "/v1/vms/{name}/nics/{nic}"),

@@ -73,7 +73,7 @@ impl Accelerator {
 }
 
 /// The controller a disk is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskBus {
     /// Emulated IDE (as Virtual Server's): any guest can boot from it.
@@ -164,6 +164,12 @@ pub struct DiskSpec {
     /// The controller.
     #[serde(default)]
     pub bus: DiskBus,
+    /// Its place on the controller, assigned by the service: the PCI slot of a virtio disk
+    /// (0x08 + slot on i440FX), the target of a SCSI disk, the order of an IDE disk. It names the
+    /// disk's devices in QEMU, so a disk added while the VM runs is where a restore expects it.
+    /// Disks of VMs made before slots have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u8>,
 }
 
 /// A network adapter.

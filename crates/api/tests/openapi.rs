@@ -280,6 +280,13 @@ const BODIES: &[(&str, &str, RequestBody, &str)] = &[
     ),
     (
         "POST",
+        "/v1/vms/{name}/disks",
+        Some(("DiskSpec", true)),
+        "VmDetails",
+    ),
+    ("DELETE", "/v1/vms/{name}/disks/{disk}", None, "VmDetails"),
+    (
+        "POST",
         "/v1/vms/{name}/nics",
         Some(("NicSpec", true)),
         "VmDetails",
@@ -722,10 +729,12 @@ fn cases() -> Vec<Case> {
             DiskSpec {
                 path: s("/vhd/web-1.vhd"),
                 bus: DiskBus::Ide,
+                slot: Some(0),
             },
             DiskSpec {
                 path: s("/vhd/web-1-data.vhd"),
                 bus: DiskBus::Scsi,
+                slot: None,
             },
         ],
         cdrom: Some(s("/iso/install.iso")),
@@ -754,6 +763,7 @@ fn cases() -> Vec<Case> {
         disks: Some(vec![DiskSpec {
             path: s("/vhd/db.vhd"),
             bus: DiskBus::Virtio,
+            slot: None,
         }]),
         cdrom: Some(String::new()),
         floppy: Some(String::new()),
@@ -890,10 +900,12 @@ fn cases() -> Vec<Case> {
             &DiskSpec {
                 path: s("/vhd/a.vhd"),
                 bus: DiskBus::Ide,
+                slot: Some(1),
             },
             &DiskSpec {
                 path: s("/vhd/a.vhd"),
                 bus: DiskBus::default(),
+                slot: None,
             },
         ),
         case(&nic_spec(), &NicSpec::new(None)),

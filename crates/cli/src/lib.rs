@@ -15,6 +15,7 @@ mod size;
 mod switch;
 mod switch_edit;
 mod vm;
+mod vm_disk;
 mod vm_text;
 
 use std::process::ExitCode;

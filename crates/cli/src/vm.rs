@@ -64,6 +64,9 @@ pub enum VmCommand {
     /// A VM's network adapters: add, remove, change (also while it runs).
     #[command(subcommand)]
     Nic(crate::nic::NicCommand),
+    /// A VM's disks: add, remove (also while it runs).
+    #[command(subcommand)]
+    Disk(crate::vm_disk::DiskCommand),
     /// Show a VM's settings and state.
     Show {
         name: String,
@@ -206,7 +209,7 @@ pub struct Settings {
 }
 
 /// A path from the caller's working directory, made absolute for the service.
-fn absolute(p: &str) -> Result<String> {
+pub(crate) fn absolute(p: &str) -> Result<String> {
     let path = Path::new(p);
     let abs = if path.is_absolute() {
         path.to_path_buf()
@@ -239,8 +242,8 @@ fn enum_opt<T: serde::de::DeserializeOwned>(what: &str, v: Option<&str>) -> Resu
     v.map(|v| enum_value(what, v)).transpose()
 }
 
-/// A `--disk PATH[:ide|:virtio]` (virtio by default).
-fn disk_spec(d: &str) -> Result<DiskSpec> {
+/// A `--disk PATH[:ide|:virtio|:scsi]` (virtio by default).
+pub(crate) fn disk_spec(d: &str) -> Result<DiskSpec> {
     let (path, bus) = match d.rsplit_once(':') {
         Some((p, "ide")) => (p, DiskBus::Ide),
         Some((p, "virtio")) => (p, DiskBus::Virtio),
@@ -250,6 +253,7 @@ fn disk_spec(d: &str) -> Result<DiskSpec> {
     Ok(DiskSpec {
         path: absolute(path)?,
         bus,
+        slot: None,
     })
 }
 
@@ -453,6 +457,7 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::List { json } => list(&c, json)?,
         VmCommand::Show { name, json } => show(&c, &name, json)?,
         VmCommand::Nic(cmd) => crate::nic::run(&c, cmd)?,
+        VmCommand::Disk(cmd) => crate::vm_disk::run(&c, cmd)?,
         VmCommand::CopyFile {
             name,
             source,

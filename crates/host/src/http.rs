@@ -15,8 +15,9 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
-    ApiError, ChangeMedia, CopyFile, CreateSwitch, CreateVm, DeleteQuery, EventQuery, MemoryTarget,
-    NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
+    ApiError, ChangeMedia, CopyFile, CreateSwitch, CreateVm, DeleteQuery, DiskSpec, EventQuery,
+    MemoryTarget, NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm,
+    ShutdownRequest,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -331,6 +332,23 @@ async fn add_nic(
     run(s, Command::AddNic(name, body?.0), p.0).await
 }
 
+async fn add_disk(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<DiskSpec>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::AddDisk(name, body?.0), p.0).await
+}
+
+async fn remove_disk(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, disk)): Path<(String, String)>,
+) -> Result<Response> {
+    run(s, Command::RemoveDisk(name, disk), p.0).await
+}
+
 async fn set_nic(
     State(s): Svc,
     ConnectInfo(p): ConnectInfo<Peer>,
@@ -390,6 +408,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/vms/{name}/copy-file", post(copy_file))
         .route("/v1/vms/{name}/media", post(change_media))
         .route("/v1/vms/{name}/memory", post(set_memory))
+        .route("/v1/vms/{name}/disks", post(add_disk))
+        .route(
+            "/v1/vms/{name}/disks/{disk}",
+            axum::routing::delete(remove_disk),
+        )
         .route("/v1/vms/{name}/nics", post(add_nic))
         .route(
             "/v1/vms/{name}/nics/{nic}",

@@ -9,12 +9,15 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use strata_vhd::Disk;
 
-use crate::{Export, VhdBackend};
+use crate::{Export, Stop, VhdBackend};
 
-/// A disk being served: its listeners run on background threads for the rest of the process.
+/// A disk being served: its listeners run on background threads until [`ServedDisk::stop`] or
+/// the end of the process.
 pub struct ServedDisk {
     /// The engine every connection shares: flush it before the process ends.
     pub backend: Arc<VhdBackend>,
@@ -22,6 +25,44 @@ pub struct ServedDisk {
     pub socket: PathBuf,
     /// The TCP address it is also served on (the port chosen when `:0` was asked).
     pub tcp: Option<SocketAddr>,
+    stop: Arc<Stop>,
+    loops: Vec<JoinHandle<io::Result<()>>>,
+}
+
+/// How long [`ServedDisk::stop`] waits for connections busy with a request.
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+
+impl ServedDisk {
+    /// Stops serving: no new connection, every open one shut down (a request in progress
+    /// finishes first), the socket file removed. Returns the engine, then held only by the
+    /// caller: flush and drop it to close the disk and release its lock. Fails (naming the
+    /// socket) when a connection is still busy after 30 s; the engine is then still shared.
+    pub fn stop(self) -> Result<Arc<VhdBackend>, ServeError> {
+        self.stop.begin();
+        // Wake the accept loops: each returns on its next accept.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(addr) = self.tcp {
+            let _ = std::net::TcpStream::connect(addr);
+        }
+        for l in self.loops {
+            let _ = l.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        if !self.stop.wait(STOP_LIMIT) {
+            return Err(ServeError {
+                kind: ServeErrorKind::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "a connection was still busy after {} s",
+                        STOP_LIMIT.as_secs()
+                    ),
+                )),
+                address: self.socket.display().to_string(),
+                op: "stop serving on",
+            });
+        }
+        Ok(self.backend)
+    }
 }
 
 /// What went wrong while setting up a served disk.
@@ -73,7 +114,7 @@ impl std::error::Error for ServeError {}
 /// Serves `disk` as the export "" on the Unix socket `socket` and, when `tcp` is given (an
 /// address `TcpListener::bind` accepts), on TCP too. Refuses when another server answers on the
 /// socket; a stale socket file (nobody listening) is replaced. Nothing is left listening when it
-/// fails. The listeners run until the process ends.
+/// fails. The listeners run until [`ServedDisk::stop`] or the end of the process.
 pub fn serve_disk(disk: Disk, socket: &Path, tcp: Option<&str>) -> Result<ServedDisk, ServeError> {
     if UnixStream::connect(socket).is_ok() {
         return Err(ServeError {
@@ -99,17 +140,26 @@ pub fn serve_disk(disk: Disk, socket: &Path, tcp: Option<&str>) -> Result<Served
         name: String::new(),
         backend: backend.clone(),
     };
+    let stop = Arc::new(Stop::default());
     let mut addr = None;
+    let mut loops = Vec::new();
     if let Some((listener, a)) = bound {
-        let e = export.clone();
-        spawn("nbd-tcp", socket, move || crate::serve_tcp(listener, e))?;
+        let (e, st) = (export.clone(), stop.clone());
+        loops.push(spawn("nbd-tcp", socket, move || {
+            crate::serve_tcp_until(listener, e, &st)
+        })?);
         addr = Some(a);
     }
-    spawn("nbd-unix", socket, move || crate::serve_unix(unix, export))?;
+    let st = stop.clone();
+    loops.push(spawn("nbd-unix", socket, move || {
+        crate::serve_unix_until(unix, export, &st)
+    })?);
     Ok(ServedDisk {
         backend,
         socket: socket.to_path_buf(),
         tcp: addr,
+        stop,
+        loops,
     })
 }
 
@@ -127,11 +177,10 @@ fn spawn(
     name: &str,
     socket: &Path,
     body: impl FnOnce() -> io::Result<()> + Send + 'static,
-) -> Result<(), ServeError> {
+) -> Result<JoinHandle<io::Result<()>>, ServeError> {
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(body)
-        .map(|_| ())
         .map_err(|e| {
             let _ = std::fs::remove_file(socket);
             ServeError::io(e, socket.display(), "start a server thread for")
@@ -173,6 +222,34 @@ mod tests {
             UnixStream::connect(&socket).is_ok(),
             "the first one still serves"
         );
+    }
+
+    #[test]
+    fn stop_ends_every_connection_and_releases_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.vhd");
+        strata_vhd::create(&path, 4 << 20, NewDisk::dynamic()).unwrap();
+        let socket = dir.path().join("s.sock");
+        let open = || Disk::open(&path, OpenOptions::write());
+        let served = serve_disk(open().unwrap(), &socket, Some("127.0.0.1:0")).unwrap();
+        let tcp = served.tcp.unwrap();
+        // Two clients past the handshake's greeting: they hold the backend.
+        let mut a = UnixStream::connect(&socket).unwrap();
+        let mut b = std::net::TcpStream::connect(tcp).unwrap();
+        let mut greeting = [0u8; 18];
+        std::io::Read::read_exact(&mut a, &mut greeting).unwrap();
+        std::io::Read::read_exact(&mut b, &mut greeting).unwrap();
+        assert!(open().is_err(), "the served disk is locked");
+        let backend = served.stop().unwrap();
+        assert_eq!(Arc::strong_count(&backend), 1, "no connection holds it");
+        drop(backend);
+        assert!(open().is_ok(), "the lock went with the engine");
+        assert!(!socket.exists());
+        assert!(UnixStream::connect(&socket).is_err());
+        assert!(std::net::TcpStream::connect(tcp).is_err());
+        // The clients see the end of the stream.
+        assert_eq!(std::io::Read::read(&mut a, &mut greeting).unwrap(), 0);
+        assert_eq!(std::io::Read::read(&mut b, &mut greeting).unwrap_or(0), 0);
     }
 
     #[test]

@@ -14,10 +14,12 @@ mod disk;
 pub mod file;
 mod proto;
 pub mod server;
+mod stop;
 mod vhd;
 
 pub use disk::{serve_disk, ServeError, ServeErrorKind, ServedDisk};
-pub use server::{handle, serve_tcp, serve_unix, Export};
+pub use server::{handle, serve_tcp, serve_tcp_until, serve_unix, serve_unix_until, Export};
+pub use stop::Stop;
 pub use vhd::VhdBackend;
 
 /// An error from the backend, as an NBD error number and a message for the log.

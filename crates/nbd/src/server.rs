@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::proto::*;
+use crate::stop::Stop;
 use crate::{Backend, BackendError};
 
 /// One named export.
@@ -54,11 +55,16 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 trait Conn: Read + Write + Send + Sized + 'static {
     fn duplicate(&self) -> io::Result<Self>;
     fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()>;
+    /// Shuts both directions down: the connection's blocked read returns end of stream.
+    fn close(&self);
 }
 
 impl Conn for UnixStream {
     fn duplicate(&self) -> io::Result<Self> {
         self.try_clone()
+    }
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
     fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(read)?;
@@ -70,6 +76,9 @@ impl Conn for TcpStream {
     fn duplicate(&self) -> io::Result<Self> {
         self.try_clone()
     }
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
     fn timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
         self.set_nodelay(true)?;
         self.set_read_timeout(read)?;
@@ -79,30 +88,53 @@ impl Conn for TcpStream {
 
 /// Accepts connections on a Unix socket forever, a thread each.
 pub fn serve_unix(listener: UnixListener, export: Export) -> io::Result<()> {
-    accept_loop(|| listener.accept().map(|(s, _)| s), &export)
+    serve_unix_until(listener, export, &Arc::new(Stop::default()))
 }
 
 /// Accepts connections on a TCP socket forever, a thread each.
 pub fn serve_tcp(listener: TcpListener, export: Export) -> io::Result<()> {
-    accept_loop(|| listener.accept().map(|(s, _)| s), &export)
+    serve_tcp_until(listener, export, &Arc::new(Stop::default()))
 }
 
-/// Never returns: accept errors (a full file table, an aborted connection) are logged and the
-/// loop goes on after a pause, so one bad moment never takes the disk offline.
+/// Accepts connections on a Unix socket until `stop` begins (the stopper then connects once
+/// to wake the loop).
+pub fn serve_unix_until(
+    listener: UnixListener,
+    export: Export,
+    stop: &Arc<Stop>,
+) -> io::Result<()> {
+    accept_loop(|| listener.accept().map(|(s, _)| s), &export, stop)
+}
+
+/// Accepts connections on a TCP socket until `stop` begins.
+pub fn serve_tcp_until(listener: TcpListener, export: Export, stop: &Arc<Stop>) -> io::Result<()> {
+    accept_loop(|| listener.accept().map(|(s, _)| s), &export, stop)
+}
+
+/// Returns only once `stop` has begun: accept errors (a full file table, an aborted
+/// connection) are logged and the loop goes on after a pause, so one bad moment never takes
+/// the disk offline.
 fn accept_loop<C: Conn>(
     mut accept: impl FnMut() -> io::Result<C>,
     export: &Export,
+    stop: &Arc<Stop>,
 ) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let stream = match accept() {
             Ok(s) => s,
             Err(e) => {
+                if stop.is_stopped() {
+                    return Ok(());
+                }
                 eprintln!("strata-nbd: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
+        if stop.is_stopped() {
+            return Ok(()); // the stopper's wake-up call, or a client too late: closed
+        }
         if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
             eprintln!("strata-nbd: more than {MAX_CONNECTIONS} connections: one refused");
             continue; // dropped: closed
@@ -110,11 +142,12 @@ fn accept_loop<C: Conn>(
         active.fetch_add(1, Ordering::SeqCst);
         let export = export.clone();
         let counter = active.clone();
+        let stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("nbd-conn".into())
             .spawn(move || {
                 if let Ok(reader) = stream.duplicate() {
-                    let _ = serve_conn(reader, stream, &export);
+                    serve_registered(reader, stream, &export, &stop);
                 }
                 counter.fetch_sub(1, Ordering::SeqCst);
             });
@@ -123,6 +156,18 @@ fn accept_loop<C: Conn>(
             active.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Serves a connection that `stop` can shut down (a closed copy of the socket ends its reads).
+fn serve_registered<C: Conn>(reader: C, writer: C, export: &Export, stop: &Stop) {
+    let Ok(closer) = writer.duplicate() else {
+        return;
+    };
+    let Some(id) = stop.register(Box::new(move || closer.close())) else {
+        return;
+    };
+    let _ = serve_conn(reader, writer, export);
+    stop.unregister(id);
 }
 
 fn serve_conn<C: Conn>(reader: C, writer: C, export: &Export) -> io::Result<()> {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use strata_api::{Accelerator, BootDevice, ComKind, CreateVm, DiskBus, NicModel, NicSpec};
+use strata_api::{Accelerator, BootDevice, ComKind, CreateVm, NicModel, NicSpec};
 
 use super::cpu_model;
 
@@ -44,19 +44,9 @@ impl Sockets {
         }
     }
 
-    /// Disk `i`'s NBD socket.
-    pub fn disk(&self, i: usize) -> PathBuf {
-        self.qmp.with_file_name(format!("disk{i}.sock"))
-    }
-}
-
-/// IDE slots: (bus, unit) for each IDE disk in order, then the CD/DVD drive.
-fn ide_slot(n: usize, q35: bool) -> (usize, usize) {
-    // PIIX: two buses of two units; Q35's AHCI: six ports of one unit.
-    if q35 {
-        (n, 0)
-    } else {
-        (n / 2, n % 2)
+    /// A disk's NBD socket (its file name from [`super::disks::DiskIds`]).
+    pub fn disk(&self, name: &str) -> PathBuf {
+        self.qmp.with_file_name(name)
     }
 }
 
@@ -83,7 +73,7 @@ pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String
     let mut a = base(vm, launch, sockets);
     a.extend(boot_order(vm));
     a.extend(com_ports(vm, sockets));
-    a.extend(disks(vm, sockets, launch.machine));
+    a.extend(super::disks::disks(vm, sockets, launch.machine));
     a.extend(nics(vm, launch.vm_id, launch.machine));
     a.extend(agent(vm, sockets));
     // Devices added after the network adapters, so turning them on never moves a NIC's address.
@@ -96,7 +86,7 @@ pub fn args(vm: &CreateVm, launch: &Launch<'_>, sockets: &Sockets) -> Vec<String
     a
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_string()).collect()
 }
 
@@ -182,66 +172,6 @@ fn com_ports(vm: &CreateVm, sockets: &Sockets) -> Vec<String> {
             "-serial",
             &format!("chardev:{id}"),
         ]));
-    }
-    a
-}
-
-/// Each disk on its NBD socket, then the CD/DVD drive after the IDE disks.
-fn disks(vm: &CreateVm, sockets: &Sockets, machine: &str) -> Vec<String> {
-    let q35 = machine.starts_with("pc-q35-");
-    let mut a = Vec::new();
-    let mut ide = 0;
-    let mut scsi = 0;
-    if vm.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
-        a.extend(strings(&["-device", "virtio-scsi-pci,id=scsi0"]));
-    }
-    for (i, d) in vm.disks.iter().enumerate() {
-        let node = format!("disk{i}");
-        let blockdev = json!({
-            "driver": "nbd", "node-name": node, "discard": "unmap",
-            "server": { "type": "unix", "path": sockets.disk(i) },
-        });
-        let device = match d.bus {
-            DiskBus::Virtio => format!("virtio-blk-pci,drive={node},id=vd{i}"),
-            DiskBus::Ide => {
-                let (bus, unit) = ide_slot(ide, q35);
-                ide += 1;
-                format!("ide-hd,drive={node},bus=ide.{bus},unit={unit},id=hd{i}")
-            }
-            DiskBus::Scsi => {
-                scsi += 1;
-                format!(
-                    "scsi-hd,drive={node},bus=scsi0.0,channel=0,scsi-id={},lun=0,id=sd{i}",
-                    scsi - 1
-                )
-            }
-        };
-        a.extend(strings(&[
-            "-blockdev",
-            &blockdev.to_string(),
-            "-device",
-            &device,
-        ]));
-    }
-    if let Some(iso) = &vm.cdrom {
-        let (bus, unit) = ide_slot(ide, q35);
-        if iso.is_empty() {
-            // An empty drive: media can be inserted while the VM runs.
-            let device = format!("ide-cd,bus=ide.{bus},unit={unit},id=cd0");
-            a.extend(strings(&["-device", &device]));
-        } else {
-            let blockdev = json!({
-                "driver": "raw", "node-name": "cd0", "read-only": true,
-                "file": { "driver": "file", "filename": iso, "read-only": true },
-            });
-            let device = format!("ide-cd,drive=cd0,bus=ide.{bus},unit={unit},id=cd0");
-            a.extend(strings(&[
-                "-blockdev",
-                &blockdev.to_string(),
-                "-device",
-                &device,
-            ]));
-        }
     }
     a
 }
@@ -363,20 +293,13 @@ fn kernel(vm: &CreateVm) -> Vec<String> {
     a
 }
 
-/// How many disks each controller takes (IDE: two channels of two, shared with the CD/DVD drive).
-pub const MAX_IDE: usize = 4;
-/// virtio disks.
-pub const MAX_VIRTIO: usize = 16;
-
-/// Disks on the SCSI controller (Virtual Server's SCSI adapter took 7).
-pub const MAX_SCSI: usize = 7;
 /// Network adapters.
 pub const MAX_NICS: usize = 8;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_api::{ComPort, DiskSpec, KernelBoot, NicSpec};
+    use strata_api::{ComPort, DiskBus, DiskSpec, KernelBoot, NicSpec};
 
     fn vm() -> CreateVm {
         let mut vm = CreateVm::named("web,1");
@@ -384,14 +307,17 @@ mod tests {
             DiskSpec {
                 path: "/v/a.vhd".into(),
                 bus: DiskBus::Ide,
+                slot: None,
             },
             DiskSpec {
                 path: "/v/b.vhd".into(),
                 bus: DiskBus::Virtio,
+                slot: None,
             },
             DiskSpec {
                 path: "/v/c.vhd".into(),
                 bus: DiskBus::Ide,
+                slot: None,
             },
         ];
         vm.cdrom = Some("/iso/x.iso".into());

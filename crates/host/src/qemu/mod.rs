@@ -2,6 +2,7 @@
 //! guest here ([`kvm`]), and the command line for a VM ([`args`]).
 
 mod args;
+pub mod disks;
 pub mod firmware;
 mod kvm;
 
@@ -12,8 +13,9 @@ use strata_api::{Accelerator, HostFeature};
 
 use crate::error::{ErrorKind, HostError};
 
-pub use args::{args, Launch, Sockets, MAX_IDE, MAX_NICS, MAX_SCSI, MAX_VIRTIO};
+pub use args::{args, Launch, Sockets, MAX_NICS};
 pub(crate) use args::{nic_model, NIC_PCI_BASE};
+pub use disks::{MAX_IDE, MAX_SCSI, MAX_VIRTIO};
 pub use kvm::probe_kvm;
 
 /// The QEMU binary: `$STRATA_QEMU`, else `qemu-system-x86_64` from `PATH`.

@@ -130,7 +130,11 @@ impl Service {
             Some(m) => Some(self.qemu.resolve_machine(m)?),
             None => None,
         };
+        let old_disks = c.vm.disks.clone();
         let mut changed = apply(&mut c.vm, set.clone());
+        if set.disks.is_some() {
+            super::disks::assign_slots(&mut c.vm.disks, &old_disks);
+        }
         if let Some(m) = machine {
             c.vm.machine = Some(m);
             changed.push("machine type");

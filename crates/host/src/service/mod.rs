@@ -4,6 +4,7 @@
 //! transitional state after its worker died.
 
 mod dhcp;
+mod disks;
 mod firewall;
 mod guest;
 mod lifecycle;
@@ -20,8 +21,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use strata_api::{
-    Accelerator, ChangeMedia, CreateSwitch, CreateVm, DiskInfo, Event, HostInfo, NicInfo, NicSpec,
-    PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo,
+    Accelerator, ChangeMedia, CreateSwitch, CreateVm, DiskInfo, DiskSpec, Event, HostInfo, NicInfo,
+    NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo,
     VmDetails, VmState, VmSummary,
 };
 
@@ -113,6 +114,10 @@ pub enum Command {
     SetNic(String, String, SetNic),
     /// Remove a VM's network adapter (by index or MAC).
     RemoveNic(String, String),
+    /// Attach a disk to a VM (also while it runs: virtio or SCSI).
+    AddDisk(String, DiskSpec),
+    /// Detach a VM's disk (by index or path; the file is kept).
+    RemoveDisk(String, String),
     /// Insert an ISO in a VM's CD/DVD drive, or eject it (also while it runs).
     ChangeMedia(String, ChangeMedia),
     /// Set a running VM's dynamic-memory target (MiB).
@@ -149,6 +154,8 @@ impl Command {
             Self::AddNic(..) => "AddNic",
             Self::SetNic(..) => "SetNic",
             Self::RemoveNic(..) => "RemoveNic",
+            Self::AddDisk(..) => "AddDisk",
+            Self::RemoveDisk(..) => "RemoveDisk",
             Self::Freeze(_) => "Freeze",
             Self::ChangeMedia(..) => "ChangeMedia",
             Self::SetMemory(..) => "SetMemory",
@@ -173,6 +180,8 @@ impl Command {
             | Self::AddNic(n, _)
             | Self::SetNic(n, ..)
             | Self::RemoveNic(n, _)
+            | Self::AddDisk(n, _)
+            | Self::RemoveDisk(n, _)
             | Self::Freeze(n)
             | Self::Thaw(n)
             | Self::ChangeMedia(n, _)
@@ -336,6 +345,10 @@ impl Service {
                 .and_then(|()| vm(&name)),
             Command::RemoveNic(name, nic) => {
                 self.remove_nic(&name, &nic, user).and_then(|()| vm(&name))
+            }
+            Command::AddDisk(name, d) => self.add_disk(&name, d, user).and_then(|()| vm(&name)),
+            Command::RemoveDisk(name, d) => {
+                self.remove_disk(&name, &d, user).and_then(|()| vm(&name))
             }
             Command::ChangeMedia(name, m) => {
                 self.change_media(&name, m, user).and_then(|()| vm(&name))
@@ -640,6 +653,7 @@ impl Service {
                 .resolve_machine(spec.machine.as_deref().unwrap_or("pc"))?,
         );
         validate::assign_slots(&mut spec.nics, &[]);
+        disks::assign_slots(&mut spec.disks, &[]);
         self.check_nic_switches(&spec.nics)?;
         validate::config(&spec, &others)?;
         crate::qemu::firmware::check(&spec, spec.machine.as_deref().unwrap_or_default())?;

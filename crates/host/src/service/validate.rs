@@ -202,6 +202,7 @@ fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
             )));
         }
     }
+    super::disks::check_slots(&vm.disks)?;
     let mut mine = HashSet::new();
     for d in &vm.disks {
         absolute_file("disk", &d.path)?;
@@ -357,6 +358,7 @@ mod tests {
             .map(|d| DiskSpec {
                 path: d.to_string(),
                 bus: DiskBus::Virtio,
+                slot: None,
             })
             .into_iter()
             .collect();
@@ -459,6 +461,7 @@ mod tests {
             DiskSpec {
                 path: p.clone(),
                 bus: DiskBus::Ide,
+                slot: None,
             };
             2
         ];
@@ -474,6 +477,7 @@ mod tests {
             DiskSpec {
                 path: p.clone(),
                 bus: DiskBus::Ide,
+                slot: None,
             };
             MAX_IDE + 1
         ];

@@ -115,6 +115,17 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             Verb::NicAdd { .. } | Verb::NicRemove { .. } | Verb::NicLink { .. },
             VmState::Running | VmState::Paused,
         ) => super::nics::execute(&shared.qmp, verb).map(|()| state),
+        (Verb::DiskAdd { disk }, VmState::Running | VmState::Paused) => super::disks::add(
+            &shared.qmp,
+            &shared.disks,
+            disk,
+            &shared.sockets,
+            &shared.machine,
+        )
+        .map(|()| state),
+        (Verb::DiskRemove { disk }, VmState::Running) => {
+            super::disks::remove(&shared.qmp, &shared.disks, disk).map(|()| state)
+        }
         _ => Err(refuse(shared, verb, state)),
     }
 }

@@ -53,6 +53,8 @@ fn op(verb: &Verb) -> Option<(&'static str, u32)> {
         | Verb::Freeze
         | Verb::Thaw
         | Verb::MediaChange { .. }
+        | Verb::DiskAdd { .. }
+        | Verb::DiskRemove { .. }
         | Verb::Balloon { .. } => return None,
     })
 }

@@ -16,6 +16,7 @@ mod agent;
 mod console;
 mod control;
 mod devices;
+mod disks;
 mod legacy;
 mod nics;
 pub mod protocol;
@@ -81,6 +82,10 @@ struct Shared {
     time_pending: std::sync::atomic::AtomicBool,
     /// The VM's TPM (swtpm), kept running as long as QEMU.
     _tpm: Option<crate::qemu::firmware::Swtpm>,
+    /// The disks served now (hot add and remove change the list).
+    disks: disks::ServedDisks,
+    /// The VM's sockets.
+    sockets: crate::qemu::Sockets,
 }
 
 impl Shared {
@@ -170,7 +175,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
     match start::start(args) {
         Ok(started) => {
             Readiness::Ready.report();
-            supervise::supervise(&started.shared, started.qemu, &started.disks);
+            supervise::supervise(&started.shared, started.qemu);
             0
         }
         Err(e) => {

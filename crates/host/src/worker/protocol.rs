@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_api::{CopyDirection, NicModel, VmState};
+use strata_api::{CopyDirection, DiskSpec, NicModel, VmState};
 
 use crate::error::{ErrorKind, HostError};
 
@@ -55,6 +55,16 @@ pub enum Verb {
         bridge: Option<String>,
         /// Its link (false: the cable is unplugged from the start).
         up: bool,
+    },
+    /// Hot-add a disk (virtio or SCSI, with its slot): served, connected, then its device.
+    DiskAdd {
+        /// The disk.
+        disk: DiskSpec,
+    },
+    /// Hot-remove a disk (with its slot): the guest lets it go, then it is flushed and closed.
+    DiskRemove {
+        /// The disk.
+        disk: DiskSpec,
     },
     /// Hot-remove the adapter of `slot` (the guest must let it go), then its backend.
     NicRemove {
@@ -106,6 +116,8 @@ impl Verb {
             Self::Save => "save its state",
             Self::NicAdd { .. } => "add a network adapter",
             Self::NicRemove { .. } => "remove a network adapter",
+            Self::DiskAdd { .. } => "add a disk",
+            Self::DiskRemove { .. } => "remove a disk",
             Self::NicLink { .. } => "change a network adapter's link",
             Self::CopyFile { .. } => "copy a file through its guest agent",
             Self::Freeze => "freeze its file systems",

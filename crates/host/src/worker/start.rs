@@ -3,7 +3,7 @@
 //! (saved stays saved, so a failed restore loses nothing) and the failure is logged.
 //!
 //! The steps: [`prepare`] (configuration, machine type, saved state), the run folder, the disks
-//! served over NBD ([`serve_disks`]), QEMU started paused ([`launch`]), the console, the saved
+//! served over NBD (`disks::serve_all`), QEMU started paused ([`launch`]), the console, the saved
 //! state loaded, the guest resumed, the control socket opened.
 
 use std::os::unix::net::UnixListener;
@@ -13,8 +13,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use strata_api::VmState;
-use strata_nbd::{serve_disk, ServeErrorKind, VhdBackend};
-use strata_vhd::{Disk, OpenOptions};
 
 use super::{console, control, saved, Shared, WorkerArgs};
 use crate::error::{ErrorKind, HostError};
@@ -24,14 +22,10 @@ use crate::qmp::Qmp;
 use crate::status::{self, Status};
 use crate::store::{Home, VmConfig};
 
-/// The disks a worker serves: (path, engine).
-pub(super) type Disks = Vec<(String, Arc<VhdBackend>)>;
-
 /// A started VM: what the worker supervises.
 pub(super) struct Started {
     pub shared: Arc<Shared>,
     pub qemu: Child,
-    pub disks: Disks,
 }
 
 /// What [`prepare`] learned before anything was changed.
@@ -146,17 +140,13 @@ pub(super) fn start(args: &WorkerArgs) -> Result<Started, HostError> {
         finished: false,
     };
     match launch_vm(args, &prepared, &mut guard) {
-        Ok((shared, disks)) => {
+        Ok(shared) => {
             let qemu = guard
                 .finish()
                 .ok_or_else(|| HostError::internal("QEMU vanished"))?;
             log_started(args, &shared, &qemu);
             super::watch_sigterm(shared.clone());
-            Ok(Started {
-                shared,
-                qemu,
-                disks,
-            })
+            Ok(Started { shared, qemu })
         }
         Err(e) => {
             guard.why = Some(e.message.clone());
@@ -221,12 +211,12 @@ fn launch_vm(
     args: &WorkerArgs,
     p: &Prepared,
     guard: &mut StartGuard<'_>,
-) -> Result<(Arc<Shared>, Disks), HostError> {
+) -> Result<Arc<Shared>, HostError> {
     let run_dir = p.home.run_dir(&p.config.id);
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| HostError::io(&run_dir, "create", e))?;
     let sockets = Sockets::new(&run_dir);
-    let disks = serve_disks(&p.config, &sockets)?;
+    let disks = super::disks::serve_all(&p.config.vm.disks, &sockets)?;
     let vm = &p.config.vm;
     let mut firmware = qemu::firmware::args(vm, &p.dir)?;
     let tpm = if vm.tpm {
@@ -268,6 +258,8 @@ fn launch_vm(
             .then(|| crate::agent::Agent::new(&sockets.agent)),
         time_pending: std::sync::atomic::AtomicBool::new(args.restore),
         _tpm: tpm,
+        disks,
+        sockets: sockets.clone(),
     });
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;
@@ -283,7 +275,7 @@ fn launch_vm(
         .map_err(|e| HostError::io(&sockets.control, "listen on", e))?;
     control::serve(listener, shared.clone());
     shared.set_state(VmState::Running);
-    Ok((shared, disks))
+    Ok(shared)
 }
 
 /// Puts each NIC's tap (made by QEMU) on its switch's bridge (or its VLAN's) with its bandwidth
@@ -348,25 +340,6 @@ fn log_started(args: &WorkerArgs, shared: &Shared, qemu: &Child) {
             qemu.id()
         ),
     );
-}
-
-/// Opens each disk (with its parents, locked for writing) and serves it on its socket.
-fn serve_disks(config: &VmConfig, sockets: &Sockets) -> Result<Disks, HostError> {
-    let mut out = Vec::new();
-    for (i, d) in config.vm.disks.iter().enumerate() {
-        let disk = Disk::open(&d.path, OpenOptions::write())
-            .map_err(|e| HostError::new(ErrorKind::Conflict, e.to_string()))?;
-        let socket = sockets.disk(i);
-        let served = serve_disk(disk, &socket, None).map_err(|e| match e.kind {
-            ServeErrorKind::Io(io) => HostError::io(&socket, "listen on", io),
-            ServeErrorKind::InUse => HostError::conflict(format!(
-                "{}: another server is already serving on it",
-                socket.display()
-            )),
-        })?;
-        out.push((d.path.clone(), served.backend));
-    }
-    Ok(out)
 }
 
 /// Starts QEMU (paused) and connects to its monitor.

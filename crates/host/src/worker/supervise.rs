@@ -5,15 +5,12 @@ use std::time::Duration;
 
 use strata_api::VmState;
 
-use super::start::Disks;
-use strata_nbd::Backend;
-
 use super::{log_tail, saved_files, DiskPrint, Intent, SavedMeta, Shared};
 use crate::events::Code;
 use crate::status;
 
 /// Waits for QEMU to end, then flushes the disks and records the outcome.
-pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
+pub(super) fn supervise(shared: &Shared, mut child: Child) {
     let exit = child.wait();
     {
         // From here QEMU's pid may be reused: nothing signals it, no control request records a
@@ -24,12 +21,7 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
     let reason = shared.qmp.shutdown_reason();
-    let mut flush_error = None;
-    for (path, d) in disks {
-        if let Err(e) = d.flush() {
-            flush_error = Some(format!("{path}: cannot flush: {e}"));
-        }
-    }
+    let flush_error = shared.disks.flush_all().pop();
     let intent = shared
         .intent
         .lock()
@@ -39,7 +31,7 @@ pub(super) fn supervise(shared: &Shared, mut child: Child, disks: &Disks) {
         log_tail(&shared.dir.join("qemu.log"))
     });
     if state == VmState::Saved {
-        fingerprint_saved(shared, disks);
+        fingerprint_saved(shared);
     }
     {
         let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -126,7 +118,7 @@ fn outcome(
 }
 
 /// Adds the disks' prints to the saved state's metadata, once they are flushed for good.
-fn fingerprint_saved(shared: &Shared, disks: &Disks) {
+fn fingerprint_saved(shared: &Shared) {
     let (_, meta) = saved_files(&shared.dir);
     let Ok(text) = std::fs::read(&meta) else {
         return;
@@ -134,9 +126,11 @@ fn fingerprint_saved(shared: &Shared, disks: &Disks) {
     let Ok(mut saved) = serde_json::from_slice::<SavedMeta>(&text) else {
         return;
     };
-    saved.disks = disks
+    saved.disks = shared
+        .disks
+        .paths()
         .iter()
-        .filter_map(|(p, _)| DiskPrint::of(p).ok())
+        .filter_map(|p| DiskPrint::of(p).ok())
         .collect();
     if let Err(e) = crate::store::write_atomic(
         &meta,

@@ -6,6 +6,7 @@ mod agent;
 mod api;
 mod guests;
 mod hardware;
+mod hotplug;
 mod net;
 mod net_guards;
 mod net_nat;
