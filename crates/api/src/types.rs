@@ -496,6 +496,9 @@ pub struct VmDetails {
     pub memory_min_mib: Option<u32>,
     /// What the guest has now (dynamic memory, while it runs), in MiB.
     pub memory_current_mib: Option<u32>,
+    /// What the guest reports available of it (dynamic memory, while it runs and its balloon
+    /// driver sends statistics), in MiB: its `MemAvailable`.
+    pub memory_available_mib: Option<u32>,
     /// Virtual processors.
     pub cpus: u32,
     /// The VM's unique id (never changes).

@@ -29,6 +29,15 @@ pub fn show(v: &VmDetails) {
         println!("Last error:    {e}");
     }
     println!("Memory:        {} MiB", v.memory_mib);
+    if let Some(min) = v.memory_min_mib {
+        let now = v
+            .memory_current_mib
+            .map_or(String::new(), |c| format!("; now {c} MiB"));
+        let avail = v.memory_available_mib.map_or(String::new(), |a| {
+            format!(", {a} MiB available in the guest")
+        });
+        println!("Dynamic:       {min} MiB minimum{now}{avail}");
+    }
     println!("Processors:    {}", v.cpus);
     let accel = if v.accelerator == v.accelerator_setting {
         v.accelerator.as_str().to_string()

@@ -47,6 +47,9 @@ pub struct Status {
     /// What the guest's memory is now, with dynamic memory (written by the worker).
     #[serde(default)]
     pub memory_current_mib: Option<u32>,
+    /// What the guest reports available (its balloon driver's statistics), in MiB.
+    #[serde(default)]
+    pub memory_available_mib: Option<u32>,
     /// The balloon's last target, and whether a person set it (`vm memory`): the service's
     /// policy then leaves the VM alone until its next start.
     #[serde(default)]
@@ -68,6 +71,7 @@ impl Status {
             boot: None,
             heartbeat: strata_api::Heartbeat::None,
             memory_current_mib: None,
+            memory_available_mib: None,
             memory_target: None,
         }
     }

@@ -1,10 +1,18 @@
-//! Dynamic memory's policy, run by the host service every few seconds: when the host is short
-//! of memory (less than `STRATA_MEMORY_LOW` percent available, 10 by default), each running VM
-//! with dynamic memory gives back a quarter of its range, down to its minimum; when the host
-//! has room again (twice that), VMs get memory back the same way, up to their memory. A target
-//! set by hand (`vm memory`) is left alone until the VM's next start. The
-//! worker's balloon does the moving; the guest's own demand is not read yet (its statistics
-//! through virtio-balloon are the next step), so a busy guest is shrunk like an idle one.
+//! Dynamic memory's policy, run by the host service every few seconds for each running VM with
+//! dynamic memory (a target set by hand with `vm memory` is left alone until the VM's next
+//! start). The worker's balloon does the moving; the guest's balloon driver reports what it has
+//! available (its `MemAvailable`), and the policy reads it:
+//!
+//! 1. A guest that needs memory (less than 15% of what it has is available) gets a step more,
+//!    up to its memory, whatever the host's state: starving a guest would only make it swap.
+//! 2. When the host is short (less than `STRATA_MEMORY_LOW` percent of its memory available,
+//!    10 by default), a VM gives back a step, down to its minimum, but only what the guest can
+//!    spare: a quarter of what it has stays available, so an idle guest shrinks and a busy one
+//!    does not. (Before the guest's first statistics, it gives back a step regardless.)
+//! 3. When the host has room again (twice that threshold), VMs get memory back by steps, up to
+//!    their memory.
+//!
+//! A step is a quarter of the VM's range (at least 16 MiB); moves under 8 MiB are not made.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,23 +50,53 @@ fn low_percent() -> u64 {
         .unwrap_or(10)
 }
 
-/// The next target for a VM of range `min..=max` that has `current` now, or none to leave it.
-pub(crate) fn next_target(
-    min: u32,
-    max: u32,
-    current: u32,
-    short: bool,
-    roomy: bool,
-) -> Option<u32> {
-    let step = (max.saturating_sub(min) / 4).max(16);
-    let target = if short {
-        current.saturating_sub(step).max(min)
+/// Why the policy moves a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The guest has less than 15% available.
+    GuestNeeds,
+    /// The host is short and the guest can spare memory.
+    HostShort,
+    /// The host has room.
+    HostRoomy,
+}
+
+/// What the policy knows of one VM: its range, what it has, and what its guest reports
+/// available (none before its first statistics).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    pub min: u32,
+    pub max: u32,
+    pub current: u32,
+    pub available: Option<u32>,
+}
+
+/// The smallest move made, MiB.
+const MIN_MOVE: u32 = 8;
+
+/// The next target for a VM, and why; none to leave it.
+pub(crate) fn next_target(v: Seen, short: bool, roomy: bool) -> Option<(u32, Why)> {
+    let step = (v.max.saturating_sub(v.min) / 4).max(16);
+    let needs = v
+        .available
+        .is_some_and(|a| u64::from(a) * 100 < u64::from(v.current) * 15);
+    let (target, why) = if needs {
+        (v.current.saturating_add(step).min(v.max), Why::GuestNeeds)
+    } else if short {
+        // Keep a quarter of what it has available: give back at most what is above that.
+        let spare = v
+            .available
+            .map_or(step, |a| a.saturating_sub(v.current / 4));
+        let give = step.min(spare);
+        (v.current.saturating_sub(give).max(v.min), Why::HostShort)
     } else if roomy {
-        current.saturating_add(step).min(max)
+        (v.current.saturating_add(step).min(v.max), Why::HostRoomy)
     } else {
         return None;
     };
-    (target != current).then_some(target)
+    let moved = target.abs_diff(v.current);
+    let to_bound = target == v.min || target == v.max;
+    (moved >= MIN_MOVE || (moved > 0 && to_bound)).then_some((target, why))
 }
 
 impl Service {
@@ -92,7 +130,13 @@ impl Service {
                 continue;
             }
             let current = st.memory_current_mib.unwrap_or(c.vm.memory_mib);
-            let Some(target) = next_target(min, c.vm.memory_mib, current, short, roomy) else {
+            let seen = Seen {
+                min,
+                max: c.vm.memory_mib,
+                current,
+                available: st.memory_available_mib,
+            };
+            let Some((target, why)) = next_target(seen, short, roomy) else {
                 continue;
             };
             // Asked already (a guest without a balloon driver never gets there): not again.
@@ -102,12 +146,19 @@ impl Service {
             let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
             let verb = Verb::Balloon { target_mib: target };
             if worker::request(&socket, "system", verb, Duration::from_secs(30)).is_ok() {
-                let why = if short { "short of" } else { "has room in" };
+                let guest = st.memory_available_mib.map_or(String::new(), |a| {
+                    format!(", {a} MiB available in the guest")
+                });
+                let why = match why {
+                    Why::GuestNeeds => "the guest needs memory".to_string(),
+                    Why::HostShort => format!("the host short of memory ({avail}% available)"),
+                    Why::HostRoomy => format!("the host has room in memory ({avail}% available)"),
+                };
                 self.events.log(
                     Code::VmAutomaticAction,
                     Some(&name),
                     "system",
-                    &format!("dynamic memory: the host {why} memory ({avail}% available): {current} -> {target} MiB"),
+                    &format!("dynamic memory: {why}{guest}: {current} -> {target} MiB"),
                 );
             }
         }
@@ -116,17 +167,73 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use super::next_target;
+    use super::{next_target, Seen, Why};
+
+    fn seen(current: u32, available: Option<u32>) -> Seen {
+        Seen {
+            min: 128,
+            max: 512,
+            current,
+            available,
+        }
+    }
 
     #[test]
-    fn vms_shrink_toward_their_minimum_and_grow_back_by_quarters() {
-        assert_eq!(next_target(128, 512, 512, true, false), Some(416));
-        assert_eq!(next_target(128, 512, 150, true, false), Some(128));
-        assert_eq!(next_target(128, 512, 128, true, false), None);
-        assert_eq!(next_target(128, 512, 128, false, true), Some(224));
-        assert_eq!(next_target(128, 512, 500, false, true), Some(512));
-        assert_eq!(next_target(128, 512, 300, false, false), None);
+    fn without_statistics_vms_move_by_quarters_with_the_host() {
+        let t = |c, short, roomy| next_target(seen(c, None), short, roomy).map(|(t, _)| t);
+        assert_eq!(t(512, true, false), Some(416));
+        assert_eq!(t(150, true, false), Some(128));
+        assert_eq!(t(128, true, false), None);
+        assert_eq!(t(128, false, true), Some(224));
+        assert_eq!(t(500, false, true), Some(512));
+        assert_eq!(t(300, false, false), None);
         // A narrow range still moves in useful steps.
-        assert_eq!(next_target(256, 260, 260, true, false), Some(256));
+        let narrow = Seen {
+            min: 256,
+            max: 260,
+            current: 260,
+            available: None,
+        };
+        assert_eq!(
+            next_target(narrow, true, false),
+            Some((256, Why::HostShort))
+        );
+    }
+
+    #[test]
+    fn a_guest_that_needs_memory_gets_it_and_a_busy_one_is_not_shrunk() {
+        // 10 MiB of 128 available: it needs memory, even while the host is short.
+        assert_eq!(
+            next_target(seen(128, Some(10)), true, false),
+            Some((224, Why::GuestNeeds))
+        );
+        // At its memory already: nothing more to give.
+        assert_eq!(next_target(seen(512, Some(10)), false, false), None);
+        // Host short, 40 of 160 available: only 0 MiB spare above a quarter: left alone.
+        assert_eq!(next_target(seen(160, Some(40)), true, false), None);
+        // Host short, idle guest (400 of 512 available): a full step back.
+        assert_eq!(
+            next_target(seen(512, Some(400)), true, false),
+            Some((416, Why::HostShort))
+        );
+        // Spare but less than a step: only the spare.
+        assert_eq!(
+            next_target(seen(256, Some(100)), true, false),
+            Some((220, Why::HostShort))
+        );
+        // A guest using 156 MiB, the host short: it shrinks until a quarter stays available,
+        // and never so far that it needs memory back (no see-saw).
+        let (mut current, used) = (256, 156);
+        for _ in 0..20 {
+            match next_target(seen(current, Some(current - used)), true, false) {
+                Some((t, why)) => {
+                    assert_eq!(why, Why::HostShort, "at {current}");
+                    current = t;
+                }
+                None => break,
+            }
+        }
+        assert!(current - used >= current / 4, "{current}");
+        assert!(current < 220, "{current}");
     }
 }

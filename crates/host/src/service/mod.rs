@@ -58,6 +58,7 @@ fn after_worker_death(mut st: Status, saved_state_complete: bool) -> Status {
     st.stopped_by_host = true;
     st.heartbeat = strata_api::Heartbeat::None;
     st.memory_current_mib = None;
+    st.memory_available_mib = None;
     st.memory_target = None;
     st
 }
@@ -520,6 +521,7 @@ impl Service {
             memory_mib: vm.memory_mib,
             memory_min_mib: vm.memory_min_mib,
             memory_current_mib: st.memory_current_mib.filter(|_| active),
+            memory_available_mib: st.memory_available_mib.filter(|_| active),
             cpus: vm.cpus,
             id: c.id,
             notes: vm.notes,

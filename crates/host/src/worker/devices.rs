@@ -64,18 +64,40 @@ pub(super) fn balloon(shared: &Shared, user: &str, target_mib: u32) -> Result<()
     Ok(())
 }
 
-/// Records what the guest has now (`query-balloon`) in the status, every few seconds, for a VM
+/// The balloon device's QOM path.
+const BALLOON_PATH: &str = "/machine/peripheral/balloon0";
+
+/// What the guest reports available (`stat-available-memory` of the balloon's statistics, -1
+/// until its driver has sent some), in MiB.
+fn guest_available(shared: &Shared) -> Option<u32> {
+    let args = json!({ "path": BALLOON_PATH, "property": "guest-stats" });
+    let v = shared.qmp.execute("qom-get", Some(args)).ok()?;
+    let bytes = v.get("stats")?.get("stat-available-memory")?.as_i64()?;
+    u64::try_from(bytes)
+        .ok()
+        .map(|b| u32::try_from(b >> 20).unwrap_or(u32::MAX))
+}
+
+/// Records what the guest has now (`query-balloon`) and what it reports available (its balloon
+/// driver's statistics, which QEMU is asked to poll) in the status, every few seconds, for a VM
 /// with dynamic memory.
 pub(super) fn watch_balloon(shared: Arc<Shared>, dynamic: bool) {
     if !dynamic {
         return;
+    }
+    let every = json!({
+        "path": BALLOON_PATH, "property": "guest-stats-polling-interval",
+        "value": BALLOON_EVERY.as_secs(),
+    });
+    if let Err(e) = shared.qmp.execute("qom-set", Some(every)) {
+        eprintln!("strata worker: the guest's memory statistics are not polled: {e}");
     }
     std::thread::spawn(move || {
         while !shared.has_ended() {
             if let Ok(v) = shared.qmp.execute("query-balloon", None) {
                 let actual = v.get("actual").and_then(Value::as_u64).unwrap_or(0);
                 let mib = u32::try_from(actual >> 20).unwrap_or(u32::MAX);
-                shared.set_memory_current(Some(mib));
+                shared.set_memory_seen(Some(mib), guest_available(&shared));
             }
             std::thread::sleep(BALLOON_EVERY);
         }

@@ -118,19 +118,21 @@ impl Shared {
             .heartbeat
     }
 
-    /// Records what the guest's memory is now (dynamic memory), unless QEMU has ended.
-    fn set_memory_current(&self, mib: Option<u32>) {
+    /// Records what the guest's memory is now and what it reports available (dynamic memory),
+    /// unless QEMU has ended.
+    fn set_memory_seen(&self, current: Option<u32>, available: Option<u32>) {
         // Read every few seconds: written only when it changed.
-        if self
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .memory_current_mib
-            == mib
-        {
+        let seen = {
+            let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            (s.memory_current_mib, s.memory_available_mib)
+        };
+        if seen == (current, available) {
             return;
         }
-        self.update_status(|s| s.memory_current_mib = mib);
+        self.update_status(|s| {
+            s.memory_current_mib = current;
+            s.memory_available_mib = available;
+        });
     }
 
     /// Records the balloon's target and who set it.

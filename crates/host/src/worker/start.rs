@@ -193,6 +193,7 @@ fn prepare(args: &WorkerArgs) -> Result<Prepared, HostError> {
         boot: Some(strata_proc::boot_id()),
         heartbeat: strata_api::Heartbeat::None,
         memory_current_mib: None,
+        memory_available_mib: None,
         memory_target: None,
     };
     status::write(&dir, &st)?;

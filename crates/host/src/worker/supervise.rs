@@ -41,6 +41,7 @@ pub(super) fn supervise(shared: &Shared, mut child: Child) {
         s.restoring = false;
         s.heartbeat = strata_api::Heartbeat::None;
         s.memory_current_mib = None;
+        s.memory_available_mib = None;
         s.memory_target = None;
         s.last_error = if state == VmState::Crashed {
             Some(message.clone())

@@ -275,33 +275,63 @@ fn dynamic_memory_and_media_change_on_a_running_vm() {
 }
 
 #[test]
-fn a_host_short_of_memory_shrinks_dynamic_vms_to_their_minimum() {
-    // Below 100% available, the host is "short": the policy takes memory back, a quarter of the
-    // range at a time, down to the minimum (and no lower).
+fn a_host_short_of_memory_shrinks_idle_guests_and_gives_memory_to_one_that_allocates() {
+    // Below 100% available, the host is "short": the policy takes memory back from an idle
+    // guest, a quarter of the range at a time, down to the minimum (and no lower).
     let h = Host::with_env(&[("STRATA_MEMORY_LOW", "100")]);
-    let g = guest(h.home(), "idle", &["virtio_pci", "virtio_balloon"], COUNTER);
+    let g = guest(
+        h.home(),
+        "alloc",
+        &["virtio_pci", "virtio_balloon"],
+        "echo READY\nwhile read -r line; do eval \"$line\"; done < /dev/ttyS0\n",
+    );
     vm_create(&h, "m", &g, &["--memory-min", "128M"]);
     h.ok(&["vm", "start", "m"]);
+    h.wait_console("m", "READY", T);
+    let show = || h.json(&["vm", "show", "m", "--json"]);
     wait_for("the policy to shrink the VM", T, || {
-        h.json(&["vm", "show", "m", "--json"])["memory_current_mib"] == 128
+        show()["memory_current_mib"] == 128
     });
-    let steps: Vec<Value> = h
-        .events("m")
-        .into_iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("dynamic memory: the host short of")
-        })
-        .collect();
-    assert!(steps.len() >= 3, "{steps:?}");
-    std::thread::sleep(std::time::Duration::from_secs(6));
-    assert_eq!(
-        h.json(&["vm", "show", "m", "--json"])["memory_current_mib"],
-        128
+    let steps = |words: &str| {
+        h.events("m")
+            .into_iter()
+            .filter(|e| e["message"].as_str().unwrap_or("").contains(words))
+            .count()
+    };
+    assert!(steps("dynamic memory: the host short of") >= 3);
+    // The guest's balloon driver reports what it has available.
+    wait_for("the guest's statistics", T, || {
+        show()["memory_available_mib"]
+            .as_u64()
+            .is_some_and(|a| a > 0 && a < 128)
+    });
+    let small = mem_total_kib(&h, "t1");
+
+    // The guest fills its memory (a file in its RAM file system) to 12 MiB short: it needs
+    // memory, and gets it although the host is short.
+    h.type_line(
+        "m",
+        "a=$(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo); dd if=/dev/zero of=/hog bs=1M count=$((a-12)) 2>/dev/null; echo HOG-DONE",
     );
+    h.wait_console("m", "HOG-DONE", T);
+    wait_for("the VM to get memory back", T, || {
+        show()["memory_current_mib"]
+            .as_u64()
+            .is_some_and(|c| c > 128)
+    });
+    assert!(steps("dynamic memory: the guest needs memory") >= 1);
+    let grown = mem_total_kib(&h, "t2");
+    assert!(grown > small + 16_000, "MemTotal {small} -> {grown} kB");
+
+    // It frees it: idle again, it shrinks back to its minimum.
+    h.type_line("m", "rm -f /hog");
+    wait_for("the VM to shrink again", T, || {
+        show()["memory_current_mib"] == 128
+    });
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(show()["memory_current_mib"], 128, "never below the minimum");
     h.ok(&["vm", "stop", "m"]);
+    assert!(show()["memory_available_mib"].is_null());
 }
 
 #[test]
