@@ -5,10 +5,12 @@
 //! a misspelt setting is an error rather than silently ignored.
 
 mod agent;
+mod checkpoint;
 mod net;
 mod types;
 
 pub use agent::*;
+pub use checkpoint::*;
 pub use net::*;
 pub use types::*;
 
@@ -41,6 +43,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/vms/{name}/copy-file"),
     ("POST", "/v1/vms/{name}/media"),
     ("POST", "/v1/vms/{name}/memory"),
+    ("GET", "/v1/vms/{name}/checkpoints"),
+    ("POST", "/v1/vms/{name}/checkpoints"),
+    ("PATCH", "/v1/vms/{name}/checkpoints/{checkpoint}"),
+    ("DELETE", "/v1/vms/{name}/checkpoints/{checkpoint}"),
+    ("POST", "/v1/vms/{name}/checkpoints/{checkpoint}/apply"),
     ("POST", "/v1/vms/{name}/disks"),
     ("DELETE", "/v1/vms/{name}/disks/{disk}"),
     ("POST", "/v1/vms/{name}/nics"),

@@ -1,6 +1,7 @@
 //! The `strata` command line: argument parsing (clap) and presentation. All the work is done by
 //! the library crates; this crate only turns arguments into calls and results into text or JSON.
 
+mod checkpoint;
 mod client;
 mod console;
 mod disk;
@@ -51,6 +52,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Checkpoints of a VM: create, list, apply, revert, rename, delete.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Virtual switches: create, list, show, delete, leases.
     #[command(subcommand)]
     Switch(switch::SwitchCommand),
@@ -147,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Events { vm, since, json } => vm::events(vm, since, json),
         Command::Host(cmd) => vm::host(cmd),
         Command::Switch(cmd) => switch::run(cmd),
+        Command::Checkpoint(cmd) => checkpoint::run(cmd),
         Command::Serve { home, socket, tcp } => serve_host(home, socket, tcp),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(&out),

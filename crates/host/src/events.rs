@@ -67,6 +67,20 @@ pub enum Code {
     GuestFreeze,
     /// A file was copied into or out of the guest.
     GuestFileCopied,
+    /// A checkpoint was taken.
+    CheckpointCreated,
+    /// A checkpoint was applied (the VM went back to it).
+    CheckpointApplied,
+    /// A checkpoint was renamed.
+    CheckpointRenamed,
+    /// A checkpoint (or a subtree) was deleted.
+    CheckpointDeleted,
+    /// A merge of a deleted checkpoint's layer started (or waits for the VM to be off).
+    MergeStarted,
+    /// A merge finished (or was finished after an interruption).
+    MergeFinished,
+    /// A merge failed (the files read the same as before; it is tried again).
+    MergeFailed,
     /// A virtual switch was created.
     SwitchCreated,
     /// A virtual switch was deleted.
@@ -125,6 +139,13 @@ impl Code {
             Self::GuestTimeSet => (382, "guest-time-set", "info"),
             Self::GuestFreeze => (383, "guest-freeze", "info"),
             Self::GuestFileCopied => (384, "guest-file-copied", "info"),
+            Self::CheckpointCreated => (430, "checkpoint-created", "info"),
+            Self::CheckpointApplied => (431, "checkpoint-applied", "info"),
+            Self::CheckpointRenamed => (432, "checkpoint-renamed", "info"),
+            Self::CheckpointDeleted => (433, "checkpoint-deleted", "info"),
+            Self::MergeStarted => (434, "merge-started", "info"),
+            Self::MergeFinished => (435, "merge-finished", "info"),
+            Self::MergeFailed => (436, "merge-failed", "error"),
             Self::SwitchCreated => (400, "switch-created", "info"),
             Self::SwitchDeleted => (401, "switch-deleted", "info"),
             Self::SwitchRestored => (402, "switch-restored", "info"),

@@ -15,9 +15,9 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
-    ApiError, ChangeMedia, CopyFile, CreateSwitch, CreateVm, DeleteQuery, DiskSpec, EventQuery,
-    MemoryTarget, NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm,
-    ShutdownRequest,
+    ApiError, ApplyCheckpoint, ChangeMedia, CopyFile, CreateCheckpoint, CreateSwitch, CreateVm,
+    DeleteCheckpointQuery, DeleteQuery, DiskSpec, EventQuery, MemoryTarget, NicSpec, PortForward,
+    Proto, RenameCheckpoint, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -106,7 +106,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> {
-    let created = matches!(cmd, Command::Create(_) | Command::CreateSwitch(_));
+    let created = matches!(
+        cmd,
+        Command::Create(_) | Command::CreateSwitch(_) | Command::CreateCheckpoint(..)
+    );
     let reply = blocking(move || svc.execute(cmd, &user)).await?;
     Ok(match reply {
         Reply::Vm(vm) if created => (StatusCode::CREATED, Json(vm)).into_response(),
@@ -115,6 +118,8 @@ async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> 
         Reply::Stopped(report) => Json(report).into_response(),
         Reply::Switch(sw) if created => (StatusCode::CREATED, Json(sw)).into_response(),
         Reply::Switch(sw) => Json(sw).into_response(),
+        Reply::Checkpoints(list) if created => (StatusCode::CREATED, Json(list)).into_response(),
+        Reply::Checkpoints(list) => Json(list).into_response(),
     })
 }
 
@@ -332,6 +337,68 @@ async fn add_nic(
     run(s, Command::AddNic(name, body?.0), p.0).await
 }
 
+/// An optional JSON body: empty is the default.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+            ErrorKind::Invalid,
+        )
+    })
+}
+
+async fn checkpoints(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    run(s, Command::Checkpoints(name), p.0).await
+}
+
+async fn create_checkpoint(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let req: CreateCheckpoint = optional_body(&body)?;
+    run(s, Command::CreateCheckpoint(name, req.name), p.0).await
+}
+
+async fn rename_checkpoint(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, cp)): Path<(String, String)>,
+    body: std::result::Result<Json<RenameCheckpoint>, JsonRejection>,
+) -> Result<Response> {
+    let new = body?.0.name;
+    run(s, Command::RenameCheckpoint(name, cp, new), p.0).await
+}
+
+async fn delete_checkpoint(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, cp)): Path<(String, String)>,
+    q: std::result::Result<Query<DeleteCheckpointQuery>, QueryRejection>,
+) -> Result<Response> {
+    let subtree = q?.0.subtree;
+    run(s, Command::DeleteCheckpoint(name, cp, subtree), p.0).await
+}
+
+async fn apply_checkpoint(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path((name, cp)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let req: ApplyCheckpoint = optional_body(&body)?;
+    run(s, Command::ApplyCheckpoint(name, Some(cp), req.force), p.0).await
+}
+
 async fn add_disk(
     State(s): Svc,
     ConnectInfo(p): ConnectInfo<Peer>,
@@ -408,6 +475,18 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/vms/{name}/copy-file", post(copy_file))
         .route("/v1/vms/{name}/media", post(change_media))
         .route("/v1/vms/{name}/memory", post(set_memory))
+        .route(
+            "/v1/vms/{name}/checkpoints",
+            get(checkpoints).post(create_checkpoint),
+        )
+        .route(
+            "/v1/vms/{name}/checkpoints/{checkpoint}",
+            axum::routing::patch(rename_checkpoint).delete(delete_checkpoint),
+        )
+        .route(
+            "/v1/vms/{name}/checkpoints/{checkpoint}/apply",
+            post(apply_checkpoint),
+        )
         .route("/v1/vms/{name}/disks", post(add_disk))
         .route(
             "/v1/vms/{name}/disks/{disk}",

@@ -13,6 +13,7 @@
 //! It knows disks only through `strata-vhd`'s API and serves them with `strata-nbd`.
 
 pub mod agent;
+mod checkpoint;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -67,6 +68,7 @@ pub fn serve(opts: &ServeOptions) -> Result<(), HostError> {
     service.reconcile_all();
     service.restore_switches();
     service.watch_memory();
+    service.watch_merges();
     let info = service.host_info();
     let accel = match &info.kvm_problem {
         None => "KVM".to_string(),

@@ -135,7 +135,7 @@ pub fn serve_disk(disk: Disk, socket: &Path, tcp: Option<&str>) -> Result<Served
             return Err(e);
         }
     };
-    let backend = Arc::new(VhdBackend(disk));
+    let backend = Arc::new(VhdBackend::new(disk));
     let export = Export {
         name: String::new(),
         backend: backend.clone(),

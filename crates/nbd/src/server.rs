@@ -139,35 +139,34 @@ fn accept_loop<C: Conn>(
             eprintln!("strata-nbd: more than {MAX_CONNECTIONS} connections: one refused");
             continue; // dropped: closed
         }
+        // Registered before its thread exists, so `Stop::wait` never misses it; the thread
+        // drops its share of the backend before it unregisters.
+        let Ok(closer) = stream.duplicate() else {
+            continue;
+        };
+        let Some(id) = stop.register(Box::new(move || closer.close())) else {
+            return Ok(()); // stopping: closed
+        };
         active.fetch_add(1, Ordering::SeqCst);
         let export = export.clone();
         let counter = active.clone();
-        let stop = stop.clone();
+        let stop_conn = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("nbd-conn".into())
             .spawn(move || {
                 if let Ok(reader) = stream.duplicate() {
-                    serve_registered(reader, stream, &export, &stop);
+                    let _ = serve_conn(reader, stream, &export);
                 }
+                drop(export);
                 counter.fetch_sub(1, Ordering::SeqCst);
+                stop_conn.unregister(id);
             });
         if let Err(e) = spawned {
             eprintln!("strata-nbd: cannot start a connection thread: {e}");
             active.fetch_sub(1, Ordering::SeqCst);
+            stop.unregister(id);
         }
     }
-}
-
-/// Serves a connection that `stop` can shut down (a closed copy of the socket ends its reads).
-fn serve_registered<C: Conn>(reader: C, writer: C, export: &Export, stop: &Stop) {
-    let Ok(closer) = writer.duplicate() else {
-        return;
-    };
-    let Some(id) = stop.register(Box::new(move || closer.close())) else {
-        return;
-    };
-    let _ = serve_conn(reader, writer, export);
-    stop.unregister(id);
 }
 
 fn serve_conn<C: Conn>(reader: C, writer: C, export: &Export) -> io::Result<()> {

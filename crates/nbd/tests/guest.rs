@@ -17,7 +17,7 @@ fn serve(disk: &Path, socket: &Path) {
     let listener = UnixListener::bind(socket).unwrap();
     let export = Export {
         name: String::new(),
-        backend: Arc::new(VhdBackend(d)),
+        backend: Arc::new(VhdBackend::new(d)),
     };
     std::thread::spawn(move || strata_nbd::serve_unix(listener, export));
 }

@@ -32,7 +32,7 @@ fn start() -> Server {
     let listener = UnixListener::bind(&socket).unwrap();
     let export = Export {
         name: String::new(),
-        backend: Arc::new(VhdBackend(disk)),
+        backend: Arc::new(VhdBackend::new(disk)),
     };
     std::thread::spawn(move || strata_nbd::serve_unix(listener, export));
     Server {

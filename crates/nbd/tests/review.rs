@@ -38,7 +38,7 @@ fn helper_server() {
     let l = UnixListener::bind(&socket).unwrap();
     let export = Export {
         name: String::new(),
-        backend: Arc::new(VhdBackend(d)),
+        backend: Arc::new(VhdBackend::new(d)),
     };
     let r = strata_nbd::serve_unix(l, export);
     eprintln!("serve_unix returned: {r:?}");
@@ -431,7 +431,7 @@ fn write_trim_cycles_grow_the_file_without_bound() {
     let l = UnixListener::bind(&socket).unwrap();
     let export = Export {
         name: String::new(),
-        backend: Arc::new(VhdBackend(disk)),
+        backend: Arc::new(VhdBackend::new(disk)),
     };
     std::thread::spawn(move || strata_nbd::serve_unix(l, export));
     let mut c = go(&socket);

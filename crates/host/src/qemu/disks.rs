@@ -65,10 +65,10 @@ pub fn disk_ids(index: usize, d: &DiskSpec) -> DiskIds {
     }
 }
 
-/// Whether every disk has a slot (the VM was made since slots): then the SCSI controller is
-/// always there.
+/// Whether the VM has disks and every one has a slot (it was made since slots): then the SCSI
+/// controller is always there. (A VM without disks keeps the layout it had.)
 pub fn slotted(vm: &CreateVm) -> bool {
-    vm.disks.iter().all(|d| d.slot.is_some())
+    !vm.disks.is_empty() && vm.disks.iter().all(|d| d.slot.is_some())
 }
 
 fn is_q35(machine: &str) -> bool {

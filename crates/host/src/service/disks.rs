@@ -37,8 +37,9 @@ fn bus_name(bus: DiskBus) -> &'static str {
 }
 
 /// Gives each new disk (one without a slot) the first free slot of its bus; a disk that was
-/// already attached (same path, same bus) keeps its slot, or none when it had none (a VM made
-/// before slots keeps its layout).
+/// already attached (same path, same bus) keeps its slot, or none when it had none. While one
+/// disk made before slots stays, new disks get none either: the old disks' names and places
+/// follow their positions, which slots would collide with.
 pub fn assign_slots(disks: &mut [DiskSpec], old: &[DiskSpec]) {
     // Each old disk is matched once (a disk listed twice is refused later, by name).
     let mut matched = vec![false; old.len()];
@@ -59,6 +60,13 @@ pub fn assign_slots(disks: &mut [DiskSpec], old: &[DiskSpec]) {
         if let Some(s) = d.slot {
             used.insert((d.bus, s));
         }
+    }
+    if disks
+        .iter()
+        .zip(&kept)
+        .any(|(d, k)| d.slot.is_none() && k.is_some())
+    {
+        return;
     }
     for (d, k) in disks.iter_mut().zip(&kept) {
         if d.slot.is_some() || k.is_some() {
@@ -120,7 +128,7 @@ fn check_hot(c: &VmConfig, d: &DiskSpec, what: &str) -> Result<(), HostError> {
     let why = match d.bus {
         DiskBus::Ide => Some("an IDE disk cannot be added or removed while the VM runs: use virtio or SCSI (`PATH:virtio`, `PATH:scsi`), or turn the VM off"),
         DiskBus::Virtio if q35 => Some("a Q35 machine's root bus takes no hot-plugged disks: use SCSI (`PATH:scsi`), or turn the VM off"),
-        _ if d.slot.is_none() => Some("the disk was attached by an older Strata, without a slot: turn the VM off to change it"),
+        _ if d.slot.is_none() => Some("the VM's disks were attached by an older Strata, without slots: turn the VM off to change them"),
         _ => None,
     };
     why.map_or(Ok(()), |w| {
@@ -185,12 +193,6 @@ impl Service {
             .last()
             .cloned()
             .unwrap_or_else(|| unreachable!());
-        if disk.slot.is_none() {
-            return Err(HostError::conflict(format!(
-                "VM '{name}' has no free {} disk slot",
-                bus_name(disk.bus)
-            )));
-        }
         if hot {
             check_hot(&old, &disk, "add disk")?;
         }
@@ -201,10 +203,10 @@ impl Service {
             Some(name),
             user,
             &format!(
-                "disk '{}' added on {} slot {}{}",
+                "disk '{}' added on {}{}{}",
                 disk.path,
                 bus_name(disk.bus),
-                disk.slot.unwrap_or_default(),
+                disk.slot.map_or(String::new(), |s| format!(" slot {s}")),
                 if hot { " while running" } else { "" }
             ),
         );
@@ -265,24 +267,34 @@ mod tests {
         let old = vec![
             disk("/a", DiskBus::Virtio, Some(0)),
             disk("/b", DiskBus::Virtio, Some(2)),
-            disk("/legacy", DiskBus::Scsi, None),
         ];
         // The list as a `set --disk` sends it: no slots.
         let mut new = vec![
             disk("/b", DiskBus::Virtio, None),
             disk("/c", DiskBus::Virtio, None),
-            disk("/legacy", DiskBus::Scsi, None),
             disk("/d", DiskBus::Scsi, None),
             disk("/a", DiskBus::Ide, None),
         ];
         assign_slots(&mut new, &old);
         let slots: Vec<_> = new.iter().map(|d| d.slot).collect();
-        assert_eq!(slots, [Some(2), Some(0), None, Some(0), Some(0)]);
+        assert_eq!(slots, [Some(2), Some(0), Some(0), Some(0)]);
         assert!(check_slots(&new).is_ok());
         new[1].slot = Some(2);
         let e = check_slots(&new).unwrap_err();
         assert!(e.message.contains("disk '/c': virtio slot 2"), "{e}");
         new[1].slot = Some(16);
         assert!(check_slots(&new).is_err());
+        // Beside a disk made before slots, a new disk gets none (their names would collide).
+        let old = vec![disk("/legacy", DiskBus::Virtio, None)];
+        let mut new = vec![
+            disk("/legacy", DiskBus::Virtio, None),
+            disk("/new", DiskBus::Virtio, None),
+        ];
+        assign_slots(&mut new, &old);
+        assert_eq!(new[1].slot, None);
+        // Off, with the old disk gone, slots are given again.
+        let mut new = vec![disk("/new", DiskBus::Virtio, None)];
+        assign_slots(&mut new, &old);
+        assert_eq!(new[0].slot, Some(0));
     }
 }

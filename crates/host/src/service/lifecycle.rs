@@ -220,14 +220,25 @@ impl Service {
             return Err(busy(name, st.state, "delete it"));
         }
         let mut removed = Vec::new();
+        let dir = self.home.vm_dir(name);
         if delete_disks {
-            for d in &c.vm.disks {
-                std::fs::remove_file(&d.path)
-                    .map_err(|e| HostError::io(std::path::Path::new(&d.path), "delete", e))?;
-                removed.push(d.path.clone());
+            // With checkpoints, the VM's own disk files are the root's layers (the others live
+            // in its folder and go with it).
+            let layers = crate::checkpoint::layers::layer_dir(&dir);
+            let tree = crate::checkpoint::Tree::load(&dir)?;
+            let mut files: Vec<String> = c.vm.disks.iter().map(|d| d.path.clone()).collect();
+            for cp in &tree.checkpoints {
+                files.extend(cp.layers.iter().cloned());
+            }
+            files.retain(|f| std::path::Path::new(f).parent() != Some(layers.as_path()));
+            files.sort();
+            files.dedup();
+            for f in files {
+                std::fs::remove_file(&f)
+                    .map_err(|e| HostError::io(std::path::Path::new(&f), "delete", e))?;
+                removed.push(f);
             }
         }
-        let dir = self.home.vm_dir(name);
         std::fs::remove_dir_all(&dir).map_err(|e| HostError::io(&dir, "delete", e))?;
         self.release_leases(name, &c.vm.nics, user);
         self.drop_forwards_of(name, user);
@@ -262,6 +273,8 @@ impl Service {
     pub(super) fn start(&self, name: &str, user: &str) -> Result<(), HostError> {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // An interrupted checkpoint or merge is finished before the disks are used.
+        self.checkpoint_state(name)?;
         let (c, st) = self.current_locked(name)?;
         let restore = match st.state {
             VmState::Off | VmState::Crashed => false,

@@ -3,6 +3,7 @@
 //! VM's lock. Reads reconcile each VM's recorded status with what really runs, so no VM stays in a
 //! transitional state after its worker died.
 
+mod checkpoints;
 mod dhcp;
 mod disks;
 mod firewall;
@@ -115,6 +116,17 @@ pub enum Command {
     SetNic(String, String, SetNic),
     /// Remove a VM's network adapter (by index or MAC).
     RemoveNic(String, String),
+    /// List a VM's checkpoints.
+    Checkpoints(String),
+    /// Take a checkpoint (its name, or the default).
+    CreateCheckpoint(String, Option<String>),
+    /// Apply a checkpoint (by id or name; none: revert to the current one), turning a running
+    /// VM off first when `force`.
+    ApplyCheckpoint(String, Option<String>, bool),
+    /// Rename a checkpoint.
+    RenameCheckpoint(String, String, String),
+    /// Delete a checkpoint (with its subtree when true).
+    DeleteCheckpoint(String, String, bool),
     /// Attach a disk to a VM (also while it runs: virtio or SCSI).
     AddDisk(String, DiskSpec),
     /// Detach a VM's disk (by index or path; the file is kept).
@@ -156,6 +168,11 @@ impl Command {
             Self::SetNic(..) => "SetNic",
             Self::RemoveNic(..) => "RemoveNic",
             Self::AddDisk(..) => "AddDisk",
+            Self::Checkpoints(_) => "Checkpoints",
+            Self::CreateCheckpoint(..) => "CreateCheckpoint",
+            Self::ApplyCheckpoint(..) => "ApplyCheckpoint",
+            Self::RenameCheckpoint(..) => "RenameCheckpoint",
+            Self::DeleteCheckpoint(..) => "DeleteCheckpoint",
             Self::RemoveDisk(..) => "RemoveDisk",
             Self::Freeze(_) => "Freeze",
             Self::ChangeMedia(..) => "ChangeMedia",
@@ -182,6 +199,11 @@ impl Command {
             | Self::SetNic(n, ..)
             | Self::RemoveNic(n, _)
             | Self::AddDisk(n, _)
+            | Self::Checkpoints(n)
+            | Self::CreateCheckpoint(n, _)
+            | Self::ApplyCheckpoint(n, ..)
+            | Self::RenameCheckpoint(n, ..)
+            | Self::DeleteCheckpoint(n, ..)
             | Self::RemoveDisk(n, _)
             | Self::Freeze(n)
             | Self::Thaw(n)
@@ -210,6 +232,8 @@ pub enum Reply {
     Stopped(StopVmsReport),
     /// The switch created.
     Switch(Box<SwitchInfo>),
+    /// A VM's checkpoints after the command.
+    Checkpoints(Vec<strata_api::CheckpointInfo>),
 }
 
 /// The host service.
@@ -347,6 +371,19 @@ impl Service {
             Command::RemoveNic(name, nic) => {
                 self.remove_nic(&name, &nic, user).and_then(|()| vm(&name))
             }
+            Command::Checkpoints(name) => self.checkpoints(&name).map(Reply::Checkpoints),
+            Command::CreateCheckpoint(name, cp) => self
+                .create_checkpoint(&name, cp, user)
+                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
+            Command::ApplyCheckpoint(name, cp, force) => self
+                .apply_checkpoint(&name, cp.as_deref(), force, user)
+                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
+            Command::RenameCheckpoint(name, cp, new) => self
+                .rename_checkpoint(&name, &cp, &new, user)
+                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
+            Command::DeleteCheckpoint(name, cp, subtree) => self
+                .delete_checkpoint(&name, &cp, subtree, user)
+                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
             Command::AddDisk(name, d) => self.add_disk(&name, d, user).and_then(|()| vm(&name)),
             Command::RemoveDisk(name, d) => {
                 self.remove_disk(&name, &d, user).and_then(|()| vm(&name))

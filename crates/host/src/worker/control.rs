@@ -123,6 +123,9 @@ fn execute(shared: &Shared, user: &str, verb: &Verb) -> Result<VmState, HostErro
             &shared.machine,
         )
         .map(|()| state),
+        (Verb::Checkpoint { switches, memory }, VmState::Running | VmState::Paused) => {
+            super::checkpoint::take(shared, user, switches, memory.as_deref())
+        }
         (Verb::DiskRemove { disk }, VmState::Running) => {
             super::disks::remove(&shared.qmp, &shared.disks, disk).map(|()| state)
         }
@@ -273,6 +276,19 @@ fn save(shared: &Shared, user: &str, before: VmState) -> Result<VmState, HostErr
     end_qemu(shared)
 }
 
+/// The metadata of a state saved now (its disks' prints are added once they are flushed).
+pub(super) fn saved_meta(shared: &Shared) -> SavedMeta {
+    SavedMeta {
+        accelerator: shared.accel,
+        cpu: crate::qemu::cpu_model(shared.accel).to_string(),
+        host_cpu: crate::qemu::host_cpu(),
+        machine: shared.machine.clone(),
+        qemu: crate::qemu::version().unwrap_or_default(),
+        time: crate::events::now(),
+        disks: Vec::new(),
+    }
+}
+
 /// Where the memory image is written before it is complete.
 fn partial(shared: &Shared) -> std::path::PathBuf {
     shared.dir.join("saved.state.partial")
@@ -295,15 +311,7 @@ fn write_saved_state(shared: &Shared, before: VmState) -> Result<(), HostError> 
         .and_then(|f| f.sync_all())
         .map_err(|e| HostError::io(&tmp, "flush", e))?;
     std::fs::rename(&tmp, &image).map_err(|e| HostError::io(&image, "create", e))?;
-    let info = SavedMeta {
-        accelerator: shared.accel,
-        cpu: crate::qemu::cpu_model(shared.accel).to_string(),
-        host_cpu: crate::qemu::host_cpu(),
-        machine: shared.machine.clone(),
-        qemu: crate::qemu::version().unwrap_or_default(),
-        time: crate::events::now(),
-        disks: Vec::new(),
-    };
+    let info = saved_meta(shared);
     let text = serde_json::to_vec_pretty(&info).map_err(|e| {
         HostError::internal(format!("cannot encode the saved state's metadata: {e}"))
     })?;

@@ -68,10 +68,18 @@ pub(super) fn balloon(shared: &Shared, user: &str, target_mib: u32) -> Result<()
 const BALLOON_PATH: &str = "/machine/peripheral/balloon0";
 
 /// What the guest reports available (`stat-available-memory` of the balloon's statistics, -1
-/// until its driver has sent some), in MiB.
+/// until its driver has sent some), in MiB; none when the last report is older than three
+/// polling intervals (a guest rebooting, a driver gone): the policy must not act on it.
 fn guest_available(shared: &Shared) -> Option<u32> {
     let args = json!({ "path": BALLOON_PATH, "property": "guest-stats" });
     let v = shared.qmp.execute("qom-get", Some(args)).ok()?;
+    let updated = v.get("last-update")?.as_u64()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now.saturating_sub(updated) > 3 * BALLOON_EVERY.as_secs() {
+        return None;
+    }
     let bytes = v.get("stats")?.get("stat-available-memory")?.as_i64()?;
     u64::try_from(bytes)
         .ok()

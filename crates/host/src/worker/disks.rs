@@ -63,6 +63,23 @@ impl ServedDisks {
         })
     }
 
+    /// Switches each disk whose active layer is `from` to a new layer `to` (made over it), in
+    /// order; stops at the first failure (the disks switched so far stay switched).
+    pub fn switch(&self, switches: &[(String, String)]) -> Result<(), HostError> {
+        self.with(|list| {
+            for (from, to) in switches {
+                let s = list.iter_mut().find(|s| &s.path == from).ok_or_else(|| {
+                    HostError::conflict(format!("the worker serves no disk '{from}'"))
+                })?;
+                s.backend()
+                    .switch_to_child(std::path::Path::new(to))
+                    .map_err(|e| HostError::new(ErrorKind::Io, e.to_string()))?;
+                s.path.clone_from(to);
+            }
+            Ok(())
+        })
+    }
+
     /// The served disks' paths.
     pub fn paths(&self) -> Vec<String> {
         self.with(|list| list.iter().map(|s| s.path.clone()).collect())
@@ -117,21 +134,27 @@ pub(super) fn add(
     sockets: &Sockets,
     machine: &str,
 ) -> Result<(), HostError> {
+    let failed = |e: HostError| e.context(format!("cannot add disk '{}'", d.path));
     if d.bus == strata_api::DiskBus::Scsi && !qmp.has_device("scsi0")? {
-        return Err(HostError::unsupported(
-            "this VM has no SCSI controller while it runs (it was made before slots and has no SCSI disk): add the disk while the VM is off",
-        ));
+        return Err(failed(HostError::unsupported(
+            "the VM has no SCSI controller while it runs (it was made before slots and has no SCSI disk): add the disk while the VM is off",
+        )));
     }
     let ids = disk_ids(0, d);
-    let served = open_and_serve(d, &ids, sockets)?;
+    let served = open_and_serve(d, &ids, sockets).map_err(failed)?;
     if let Err(e) = qmp.execute("blockdev-add", Some(blockdev(&ids, sockets))) {
         let _ = close(served);
-        return Err(e);
+        return Err(failed(e));
     }
     if let Err(e) = qmp.execute("device_add", Some(hot_device(d, &ids, machine))) {
+        // A reply lost after the device appeared: the disk is in; keep it.
+        if qmp.has_device(&ids.device).unwrap_or(false) {
+            list.with(|l| l.push(served));
+            return Ok(());
+        }
         let _ = qmp.execute("blockdev-del", Some(json!({ "node-name": ids.node })));
         let _ = close(served);
-        return Err(e);
+        return Err(failed(e));
     }
     list.with(|l| l.push(served));
     Ok(())
@@ -157,12 +180,20 @@ pub(super) fn remove(qmp: &Qmp, list: &ServedDisks, d: &DiskSpec) -> Result<(), 
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // The device is gone from the guest: from here the removal is done, whatever follows.
     // QEMU closes its NBD connection with the node.
-    let _ = qmp.execute("blockdev-del", Some(json!({ "node-name": ids.node })));
+    if let Err(e) = qmp.execute("blockdev-del", Some(json!({ "node-name": ids.node }))) {
+        if !e.message.contains("not found") {
+            eprintln!("strata worker: disk '{}': its QEMU node stays: {e}", d.path);
+        }
+    }
     let served = list.with(|l| {
         l.iter()
             .position(|s| s.device == ids.device)
             .map(|i| l.remove(i))
     });
-    served.map_or(Ok(()), close)
+    if let Some(Err(e)) = served.map(close) {
+        eprintln!("strata worker: disk '{}' was removed, but: {e}", d.path);
+    }
+    Ok(())
 }

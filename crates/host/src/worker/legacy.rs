@@ -54,6 +54,7 @@ fn op(verb: &Verb) -> Option<(&'static str, u32)> {
         | Verb::Thaw
         | Verb::MediaChange { .. }
         | Verb::DiskAdd { .. }
+        | Verb::Checkpoint { .. }
         | Verb::DiskRemove { .. }
         | Verb::Balloon { .. } => return None,
     })

@@ -13,6 +13,7 @@
 //! ([`strata_proc::Readiness`]).
 
 mod agent;
+mod checkpoint;
 mod console;
 mod control;
 mod devices;

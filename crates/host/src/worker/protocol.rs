@@ -66,6 +66,14 @@ pub enum Verb {
         /// The disk.
         disk: DiskSpec,
     },
+    /// Take a checkpoint: freeze (agent), pause, write the memory state to `memory`, switch
+    /// each disk from its active layer to a new one, resume, thaw.
+    Checkpoint {
+        /// (active layer, new layer) per disk.
+        switches: Vec<(String, String)>,
+        /// Where the memory and device state go (none: disks only).
+        memory: Option<String>,
+    },
     /// Hot-remove the adapter of `slot` (the guest must let it go), then its backend.
     NicRemove {
         /// The adapter's slot.
@@ -117,6 +125,7 @@ impl Verb {
             Self::NicAdd { .. } => "add a network adapter",
             Self::NicRemove { .. } => "remove a network adapter",
             Self::DiskAdd { .. } => "add a disk",
+            Self::Checkpoint { .. } => "take a checkpoint",
             Self::DiskRemove { .. } => "remove a disk",
             Self::NicLink { .. } => "change a network adapter's link",
             Self::CopyFile { .. } => "copy a file through its guest agent",

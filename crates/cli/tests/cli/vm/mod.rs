@@ -4,6 +4,7 @@
 
 mod agent;
 mod api;
+mod checkpoints;
 mod guests;
 mod hardware;
 mod hotplug;

@@ -1,0 +1,228 @@
+//! Checkpoints through the `strata` binary with real guests: a tree with branches, apply,
+//! revert, rename, delete (with merges), a running checkpoint with memory, and bad input.
+
+use super::netlab::T;
+use super::*;
+
+/// A guest that runs each line typed on its console (virtio disk driver loaded).
+fn console_guest(h: &Host, name: &str) -> Guest {
+    guest(
+        h.home(),
+        name,
+        &["virtio_pci", "virtio_blk"],
+        "echo READY\nwhile read -r line; do eval \"$line\"; done < /dev/ttyS0\n",
+    )
+}
+
+/// What the guest prints for `cmd`, as the line after `tag:`.
+fn says(h: &Host, vm: &str, tag: &str, cmd: &str) -> String {
+    h.type_line(vm, &format!("echo \"{tag}:$({cmd})\""));
+    let want = format!("{tag}:");
+    wait_for(tag, T, || {
+        h.console(vm).lines().any(|l| l.starts_with(&want))
+    });
+    let text = h.console(vm);
+    let line = text.lines().find(|l| l.starts_with(&want)).unwrap();
+    line[want.len()..].trim().to_string()
+}
+
+const READ: &str = "dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 4";
+
+fn write(mark: &str) -> String {
+    format!(
+        "printf {mark} | dd of=/dev/vda bs=512 seek=2048 conv=notrunc,fsync 2>/dev/null && echo ok"
+    )
+}
+
+/// Starts the VM, checks what its disk holds, writes `mark` (if any), turns it off.
+fn session(h: &Host, vm: &str, tag: &str, expect: &str, mark: Option<&str>) {
+    // The console log is appended to: wait for this boot's READY.
+    let readies = h.console(vm).matches("READY").count();
+    h.ok(&["vm", "start", vm]);
+    wait_for("the guest", T, || h.console(vm).matches("READY").count() > readies);
+    assert_eq!(says(h, vm, &format!("{tag}r"), READ), expect, "{tag}");
+    if let Some(m) = mark {
+        assert_eq!(says(h, vm, &format!("{tag}w"), &write(m)), "ok");
+    }
+    h.ok(&["vm", "stop", vm]);
+}
+
+fn list(h: &Host, vm: &str) -> Vec<Value> {
+    h.json(&["checkpoint", "list", vm, "--json"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn by_name<'a>(l: &'a [Value], name: &str) -> &'a Value {
+    l.iter().find(|c| c["name"] == name).unwrap()
+}
+
+#[test]
+fn a_checkpoint_tree_with_branches_applies_renames_and_deletes_with_merges() {
+    let h = Host::new();
+    let disk = h.home().join("cp.vhd");
+    h.ok(&["disk", "create", &s(&disk), "--size", "16M"]);
+    let g = console_guest(&h, "cp");
+    vm_create(&h, "c", &g, &["--disk", &s(&disk)]);
+    session(&h, "c", "s1", "", Some("AAAA"));
+    h.ok(&["checkpoint", "create", "c", "--name", "one"]);
+    session(&h, "c", "s2", "AAAA", Some("BBBB"));
+    h.ok(&["checkpoint", "create", "c", "--name", "two"]);
+    session(&h, "c", "s3", "BBBB", Some("CCCC"));
+    // Back to one: what was written after it is gone.
+    h.ok(&["checkpoint", "apply", "c", "one"]);
+    assert_eq!(h.state("c"), "off");
+    session(&h, "c", "s4", "AAAA", Some("DDDD"));
+    h.ok(&["checkpoint", "create", "c"]);
+    let l = list(&h, "c");
+    assert_eq!(l.len(), 3, "{l:?}");
+    let third = l
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("c - ("))
+        .unwrap();
+    let third_name = third["name"].as_str().unwrap().to_string();
+    h.ok(&["checkpoint", "rename", "c", &third_name, "three"]);
+    let l = list(&h, "c");
+    let one = by_name(&l, "one")["id"].clone();
+    assert_eq!(by_name(&l, "two")["parent"], one);
+    assert_eq!(by_name(&l, "three")["parent"], one);
+    assert_eq!(by_name(&l, "three")["current"], true);
+    assert_eq!(by_name(&l, "one")["has_memory"], false);
+    let text = h.ok(&["checkpoint", "list", "c"]);
+    assert!(text.contains("one (") && text.contains("    Now"), "{text}");
+    // Revert: back to three (DDDD), after writing EEEE.
+    session(&h, "c", "s5", "DDDD", Some("EEEE"));
+    h.ok(&["checkpoint", "revert", "c"]);
+    session(&h, "c", "s6", "DDDD", None);
+
+    // Bad input: each refused by name, nothing changed.
+    let err = h.fails(&["checkpoint", "apply", "c", "nope"]);
+    assert!(err.contains("has no checkpoint 'nope'"), "{err}");
+    let err = h.fails(&["checkpoint", "rename", "c", "two", "three"]);
+    assert!(
+        err.contains("already has a checkpoint named 'three'"),
+        "{err}"
+    );
+    let err = h.fails(&["checkpoint", "create", "c", "--name", "two"]);
+    assert!(
+        err.contains("already has a checkpoint named 'two'"),
+        "{err}"
+    );
+    assert_eq!(list(&h, "c").len(), 3);
+
+    // Delete one (two children: its layer stays, hidden); then three's subtree: one's layer
+    // has a single child left and is merged away.
+    h.ok(&["checkpoint", "delete", "c", "one"]);
+    let l = list(&h, "c");
+    assert_eq!(l.len(), 2);
+    assert!(l.iter().all(|c| c["parent"].is_null()), "{l:?}");
+    h.ok(&["checkpoint", "apply", "c", "two"]);
+    session(&h, "c", "s7", "BBBB", None);
+    h.ok(&["checkpoint", "delete", "c", "three", "--subtree"]);
+    let l = list(&h, "c");
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(h.has_event("c", "merge-finished"));
+    let folder = h.home().join("vms/c/checkpoints");
+    let layers: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "avhd"))
+        .collect();
+    assert_eq!(
+        layers.len(),
+        1,
+        "two's layer over the base, Now: {layers:?}"
+    );
+    for f in layers.iter().map(|e| e.path()).chain([disk.clone()]) {
+        h.ok(&["disk", "check", &s(&f)]);
+    }
+    session(&h, "c", "s8", "BBBB", None);
+    // Delete the last: everything merges back into the VM's own disk.
+    h.ok(&["checkpoint", "delete", "c", "two"]);
+    assert!(list(&h, "c").is_empty());
+    let v = h.json(&["vm", "show", "c", "--json"]);
+    assert_eq!(v["disks"][0]["path"], s(&disk), "{v}");
+    session(&h, "c", "s9", "BBBB", None);
+
+    // The 65th checkpoint is refused.
+    for i in 0..64 {
+        h.ok(&["checkpoint", "create", "c", "--name", &format!("n{i}")]);
+    }
+    let err = h.fails(&["checkpoint", "create", "c"]);
+    assert!(err.contains("64 checkpoints, the most it keeps"), "{err}");
+    h.ok(&["vm", "delete", "c", "--delete-disks"]);
+    assert!(!disk.exists());
+    assert!(!h.home().join("vms/c").exists());
+}
+
+#[test]
+fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
+    let h = Host::new();
+    let disk = h.home().join("run.vhd");
+    h.ok(&["disk", "create", &s(&disk), "--size", "16M"]);
+    let g = guest(
+        h.home(),
+        "runcp",
+        &["virtio_pci", "virtio_blk"],
+        &format!(
+            "(i=0; while true; do echo \"count $i\"; i=$((i+1)); sleep 0.2; done) &\n{}",
+            "echo READY\nwhile read -r line; do eval \"$line\"; done < /dev/ttyS0\n"
+        ),
+    );
+    vm_create(&h, "r", &g, &["--disk", &s(&disk)]);
+    h.ok(&["vm", "start", "r"]);
+    h.wait_console("r", "READY", T);
+    assert_eq!(says(&h, "r", "w1", &write("KEEP")), "ok");
+    wait_for("counting", T, || counts(&h.console("r")).len() > 5);
+    h.ok(&["checkpoint", "create", "r", "--name", "live"]);
+    let at = *counts(&h.console("r")).last().unwrap();
+    let l = list(&h, "r");
+    assert_eq!(l[0]["has_memory"], true, "{l:?}");
+    assert!(h.has_event("r", "checkpoint-created"));
+    let events = h.events("r");
+    let taken = events
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("checkpoint taken (")
+        })
+        .unwrap();
+    assert!(
+        taken["message"]
+            .as_str()
+            .unwrap()
+            .contains("crash-consistent"),
+        "{taken}"
+    );
+    assert_eq!(h.state("r"), "running", "the guest runs on");
+    assert_eq!(says(&h, "r", "w2", &write("GONE")), "ok");
+    wait_for("more counting", T, || {
+        counts(&h.console("r")).last().is_some_and(|c| *c > at + 20)
+    });
+    let before = *counts(&h.console("r")).last().unwrap();
+    // A running VM is not applied without --force.
+    let err = h.fails(&["checkpoint", "apply", "r", "live"]);
+    assert!(err.contains("--force"), "{err}");
+    h.ok(&["checkpoint", "apply", "r", "live", "--force"]);
+    assert_eq!(h.state("r"), "saved");
+    let mark = h.console("r").len();
+    h.ok(&["vm", "start", "r"]);
+    // The counter continues from where the checkpoint was, not from where it was stopped.
+    wait_for("counting after apply", T, || {
+        counts(&h.console("r")[mark..]).len() > 3
+    });
+    let resumed = counts(&h.console("r")[mark..])[0];
+    assert!(
+        resumed < before,
+        "resumed at {resumed}, was at {before} before apply"
+    );
+    assert!(
+        resumed + 10 >= at,
+        "resumed at {resumed}, checkpoint at {at}"
+    );
+    assert_eq!(says(&h, "r", "r1", READ), "KEEP");
+    h.ok(&["vm", "stop", "r"]);
+}
