@@ -165,22 +165,21 @@ fn run(
         return Ok(()); // the settings and the tree were saved already
     };
     let hidden_parent = hidden.parent.clone();
-    let into: Vec<String> = j.pairs.iter().map(|(_, h)| h.clone()).collect();
+    // Each merged layer's place goes to the file it was merged into.
+    let moved = |path: &mut String| {
+        if let Some((_, into)) = j.pairs.iter().find(|(c, _)| c == path) {
+            path.clone_from(into);
+        }
+    };
     match &j.child {
         None => {
-            for (d, path) in config.vm.disks.iter_mut().zip(&into) {
-                d.path.clone_from(path);
-            }
+            config.vm.disks.iter_mut().for_each(|d| moved(&mut d.path));
             tree.current.clone_from(&hidden_parent);
         }
         Some(k) => {
             if let Some(c) = tree.checkpoints.iter_mut().find(|c| &c.id == k) {
-                c.layers.clone_from(&into);
-                c.config
-                    .disks
-                    .iter_mut()
-                    .zip(&into)
-                    .for_each(|(d, p)| d.path.clone_from(p));
+                c.layers.iter_mut().for_each(moved);
+                c.config.disks.iter_mut().for_each(|d| moved(&mut d.path));
                 c.parent.clone_from(&hidden_parent);
             }
         }
@@ -259,13 +258,24 @@ fn next_step(
                     None => config.vm.disks.iter().map(|d| d.path.clone()).collect(),
                 };
                 let grandchildren = below(tree, config, child.as_deref());
+                // Paired by the files' own parent links, not by position: disks may have been
+                // added or removed between checkpoints.
                 let pairs: Vec<(String, String)> = child_layers
                     .into_iter()
-                    .zip(h.layers.iter().cloned())
+                    .filter_map(|c| {
+                        let p = parent_of(&c)?;
+                        let h = h.layers.iter().find(|h| same_file(h, &p))?;
+                        Some((c, h.clone()))
+                    })
                     .collect();
                 let repoint: Vec<(String, String)> = grandchildren
                     .iter()
-                    .flat_map(|files| files.iter().cloned().zip(h.layers.iter().cloned()))
+                    .flatten()
+                    .filter_map(|g| {
+                        let p = parent_of(g)?;
+                        let (_, h) = pairs.iter().find(|(c, _)| same_file(c, &p))?;
+                        Some((g.clone(), h.clone()))
+                    })
                     .collect();
                 let j = Journal {
                     hidden: h.id.clone(),
@@ -288,6 +298,18 @@ fn next_step(
         }
     }
     None
+}
+
+/// The parent file of differencing disk `file` (canonical), from its own locators.
+fn parent_of(file: &str) -> Option<PathBuf> {
+    let d = strata_vhd::Disk::open(Path::new(file), strata_vhd::OpenOptions::alone()).ok()?;
+    let (p, _) = d.locate_parent().ok()?;
+    std::fs::canonicalize(p).ok()
+}
+
+/// Whether `a` names the file at canonical path `b`.
+fn same_file(a: &str, b: &Path) -> bool {
+    std::fs::canonicalize(a).ok().as_deref() == Some(b)
 }
 
 /// The layer sets whose parent files are `child`'s layers: its child checkpoints' and Now's

@@ -3,6 +3,8 @@
 //! The service drives them (`service/checkpoints.rs`); for a running VM the worker switches each
 //! disk to its new layer between NBD requests (`strata_nbd::VhdBackend::switch_to_child`).
 
+#[cfg(test)]
+mod crash_test;
 pub mod layers;
 pub mod tree;
 

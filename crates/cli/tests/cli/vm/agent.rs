@@ -146,6 +146,32 @@ fn the_guest_agent_gives_heartbeat_info_time_files_freeze_and_shutdown() {
         .filter(|e| e["name"] == "guest-freeze")
         .collect();
     assert_eq!(frozen.len(), 2, "{frozen:?}");
+    // A checkpoint of the running VM freezes its file systems through the agent around the
+    // disk switch (and thaws them).
+    h.ok(&["checkpoint", "create", "g", "--name", "frozen"]);
+    let taken = h
+        .events("g")
+        .into_iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("checkpoint taken (")
+        })
+        .unwrap();
+    assert!(
+        taken["message"]
+            .as_str()
+            .unwrap()
+            .contains("file systems frozen through the guest agent"),
+        "{taken}"
+    );
+    let freezes = h
+        .events("g")
+        .iter()
+        .filter(|e| e["name"] == "guest-freeze")
+        .count();
+    assert_eq!(freezes, 4);
 
     // The heartbeat is lost when the agent dies, and back when it runs again.
     h.type_line("g", "kill $(cat /run/qemu-ga.pid)");
