@@ -167,9 +167,10 @@ fn check_operations(spec: &Value) -> Vec<String> {
             problems.push(format!("{at}: no responses"));
             continue;
         };
-        // Deleting a part of a switch or VM (a reservation, a forward, a NIC) replies 200 with it.
+        // Deleting a part of a switch or VM (a reservation, a forward, a NIC, a checkpoint) replies
+        // 200 with it; taking a checkpoint replies 201 with the VM's checkpoints.
         let expected = match (method.as_str(), path.as_str()) {
-            ("POST", "/v1/vms" | "/v1/switches") => "201",
+            ("POST", "/v1/vms" | "/v1/switches" | "/v1/vms/{name}/checkpoints") => "201",
             ("DELETE", "/v1/vms/{name}" | "/v1/switches/{name}") => "204",
             _ => "200",
         };
@@ -277,6 +278,36 @@ const BODIES: &[(&str, &str, RequestBody, &str)] = &[
         "/v1/vms/{name}/memory",
         Some(("MemoryTarget", true)),
         "VmDetails",
+    ),
+    (
+        "GET",
+        "/v1/vms/{name}/checkpoints",
+        None,
+        "[CheckpointInfo]",
+    ),
+    (
+        "POST",
+        "/v1/vms/{name}/checkpoints",
+        Some(("CreateCheckpoint", false)),
+        "[CheckpointInfo]",
+    ),
+    (
+        "PATCH",
+        "/v1/vms/{name}/checkpoints/{checkpoint}",
+        Some(("RenameCheckpoint", true)),
+        "[CheckpointInfo]",
+    ),
+    (
+        "DELETE",
+        "/v1/vms/{name}/checkpoints/{checkpoint}",
+        None,
+        "[CheckpointInfo]",
+    ),
+    (
+        "POST",
+        "/v1/vms/{name}/checkpoints/{checkpoint}/apply",
+        Some(("ApplyCheckpoint", false)),
+        "[CheckpointInfo]",
     ),
     (
         "POST",
@@ -895,6 +926,19 @@ fn cases() -> Vec<Case> {
         error: s("no VM named 'x'"),
         kind: ErrorKind::NotFound,
     };
+    let checkpoint = CheckpointInfo {
+        id: s("6c1f0e2d3b4a59687766554433221100"),
+        name: s("web-1 - (2026-12-03 - 16:10:05)"),
+        parent: Some(s("0f8e6a1c2b3d4e5f60718293a4b5c6d7")),
+        created: s("2026-12-03T16:10:05Z"),
+        has_memory: true,
+        current: true,
+    };
+    let merge = PendingMerge {
+        layer: s("/var/lib/strata/vms/web-1/checkpoints/web-1-6c1f0e2d.avhd"),
+        into: s("/vhd/web-1.vhd"),
+        state: s("waiting"),
+    };
     vec![
         case(&create, &CreateVm::named("web-1")),
         case(&set, &SetVm::default()),
@@ -1123,6 +1167,36 @@ fn cases() -> Vec<Case> {
             &MemoryTarget { target_mib: 1024 },
             &MemoryTarget { target_mib: 1024 },
         ),
+        case(
+            &checkpoint,
+            &CheckpointInfo {
+                parent: None,
+                has_memory: false,
+                current: false,
+                ..checkpoint.clone()
+            },
+        ),
+        case(
+            &CreateCheckpoint {
+                name: Some(s("before upgrade")),
+            },
+            &CreateCheckpoint::default(),
+        ),
+        case(
+            &RenameCheckpoint {
+                name: s("before the upgrade"),
+            },
+            &RenameCheckpoint { name: s("a") },
+        ),
+        case(
+            &DeleteCheckpointQuery { subtree: true },
+            &DeleteCheckpointQuery::default(),
+        ),
+        case(
+            &ApplyCheckpoint { force: true },
+            &ApplyCheckpoint::default(),
+        ),
+        case(&merge, &merge),
     ]
 }
 
@@ -1376,6 +1450,12 @@ fn operations_are_complete() {
         "DeleteQuery",
     ));
     problems.extend(check_query(&spec, "GET", "/v1/events", "EventQuery"));
+    problems.extend(check_query(
+        &spec,
+        "DELETE",
+        "/v1/vms/{name}/checkpoints/{checkpoint}",
+        "DeleteCheckpointQuery",
+    ));
     problems.extend(check_bodies(&spec));
     assert_none("operations", &problems);
 }
@@ -1405,14 +1485,15 @@ fn enum_schemas_match_serde() {
     assert_none("enum schemas", &problems);
 }
 
-/// Every type of `src/types.rs`, `src/net.rs` and `src/agent.rs` has a schema and a case in this test, and every
-/// schema is a type.
+/// Every type of `src/types.rs`, `src/net.rs`, `src/agent.rs` and `src/checkpoint.rs` has a schema
+/// and a case in this test, and every schema is a type.
 #[test]
 fn every_type_has_a_schema() {
     let sources = [
         include_str!("../src/types.rs"),
         include_str!("../src/net.rs"),
         include_str!("../src/agent.rs"),
+        include_str!("../src/checkpoint.rs"),
     ];
     let types: BTreeSet<String> = sources
         .iter()
@@ -1434,9 +1515,13 @@ fn every_type_has_a_schema() {
         .map(|c| c.name.to_string())
         .chain(enums().iter().map(|(n, _)| n.to_string()))
         .collect();
-    let mut problems = differences("schemas vs types.rs, net.rs and agent.rs", &schemas, &types);
+    let mut problems = differences(
+        "schemas vs types.rs, net.rs, agent.rs and checkpoint.rs",
+        &schemas,
+        &types,
+    );
     problems.extend(differences(
-        "types tested here vs types.rs, net.rs and agent.rs",
+        "types tested here vs types.rs, net.rs, agent.rs and checkpoint.rs",
         &tested,
         &types,
     ));
@@ -1480,7 +1565,7 @@ fn object_check_can_fail() {
     let find = |name: &str| cases.iter().find(|c| c.name == name).expect(name);
     let create = find("CreateVm");
     let details = find("VmDetails");
-    let breakages: [(&Case, Breakage); 31] = [
+    let breakages: [(&Case, Breakage); 34] = [
         // A misspelt field.
         (create, |o| {
             let props = o["properties"].as_object_mut().expect("properties");
@@ -1692,6 +1777,21 @@ fn object_check_can_fail() {
         (find("MemoryTarget"), |o| {
             o.remove("required");
         }),
+        // A nullable field of a reply not marked so (a root checkpoint's parent).
+        (find("CheckpointInfo"), |o| {
+            o["properties"]["parent"]
+                .as_object_mut()
+                .expect("parent")
+                .remove("nullable");
+        }),
+        // An optional request field, required (a checkpoint's name has a default).
+        (find("CreateCheckpoint"), |o| {
+            o.insert(s("required"), json!(["name"]));
+        }),
+        // A wrong default of a request field (apply without force).
+        (find("ApplyCheckpoint"), |o| {
+            o["properties"]["force"]["default"] = json!(true)
+        }),
     ];
     for (i, (c, breakage)) in breakages.into_iter().enumerate() {
         let mut spec = spec();
@@ -1721,14 +1821,33 @@ fn operation_check_can_fail() {
         ["application/json"]["schema"]["$ref"] = json!("#/components/schemas/ForwardInfo");
     spec["paths"]["/v1/vms/{name}/media"]["post"]["requestBody"]["content"]["application/json"]
         ["schema"]["$ref"] = json!("#/components/schemas/MemoryTarget");
+    // Taking a checkpoint replying 200, and applying one with a required body.
+    let responses = &mut spec["paths"]["/v1/vms/{name}/checkpoints"]["post"]["responses"];
+    let created = responses["201"].clone();
+    responses.as_object_mut().expect("responses").remove("201");
+    responses["200"] = created;
+    spec["paths"]["/v1/vms/{name}/checkpoints/{checkpoint}/apply"]["post"]["requestBody"]
+        ["required"] = json!(true);
     let mut problems = check_operations(&spec);
     problems.extend(check_bodies(&spec));
+    // The delete's query parameter misspelt.
+    spec["paths"]["/v1/vms/{name}/checkpoints/{checkpoint}"]["delete"]["parameters"][2]["name"] =
+        json!("sub_tree");
+    problems.extend(check_query(
+        &spec,
+        "DELETE",
+        "/v1/vms/{name}/checkpoints/{checkpoint}",
+        "DeleteCheckpointQuery",
+    ));
     let text = problems.join("\n");
     for at in [
         "DELETE /v1/switches/{name}/reservations/{mac}: success responses",
         "PATCH /v1/vms/{name}/nics/{nic}: success reply",
         "POST /v1/switches/{name}/forwards: request body",
         "POST /v1/vms/{name}/media: request body",
+        "POST /v1/vms/{name}/checkpoints: success responses",
+        "POST /v1/vms/{name}/checkpoints/{checkpoint}/apply: request body",
+        "DELETE /v1/vms/{name}/checkpoints/{checkpoint}: query parameters",
     ] {
         assert!(text.contains(at), "{at} went unnoticed:\n{text}");
     }
