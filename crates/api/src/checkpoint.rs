@@ -56,14 +56,15 @@ pub struct ApplyCheckpoint {
     pub force: bool,
 }
 
-/// A merge the VM's checkpoint deletions left to do (its layer is folded into a neighbour in the
-/// background once nothing holds the files it touches).
+/// A merge the VM's checkpoint deletions left to do: a deleted checkpoint's layer and its one
+/// remaining child's are folded together in the background once nothing holds the files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingMerge {
-    /// The layer being folded in (one per disk; the first shown).
+    /// The child's layer, merged in (of the first disk; every disk's is merged).
     pub layer: String,
-    /// Into this file.
+    /// The deleted checkpoint's layer it is merged into.
     pub into: String,
-    /// "waiting" (a running VM holds its files: it runs once the VM is off) or "merging".
+    /// "waiting" (the VM holds the files: it runs once the VM is off, within seconds) or
+    /// "merging" (a journaled merge is in progress or was cut short and resumes).
     pub state: String,
 }

@@ -529,6 +529,10 @@ pub struct VmDetails {
     pub heartbeat: crate::Heartbeat,
     /// What the guest agent last reported (while the VM is active).
     pub guest: Option<crate::GuestInfo>,
+    /// How many checkpoints it has (`GET /v1/vms/{name}/checkpoints` lists them).
+    pub checkpoints: u32,
+    /// Merges its checkpoint deletions left to do.
+    pub pending_merges: Vec<crate::PendingMerge>,
     /// COM ports connected to files or sockets.
     pub com_ports: Vec<ComPort>,
     /// Direct kernel boot.

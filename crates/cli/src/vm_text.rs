@@ -77,6 +77,12 @@ pub fn show(v: &VmDetails) {
     if let Some(c) = &v.cdrom {
         println!("CD/DVD:        {c}");
     }
+    if v.checkpoints > 0 {
+        println!("Checkpoints:   {}", v.checkpoints);
+    }
+    for m in &v.pending_merges {
+        println!("Merge:         {} into {} ({})", m.layer, m.into, m.state);
+    }
     nics(v);
     for c in &v.com_ports {
         println!("COM{}:          {:?} {}", c.port, c.kind, c.path);

@@ -39,9 +39,13 @@ fn setup(root: &Path) -> Setup {
     let base = root.join("base.vhd").display().to_string();
     strata_vhd::create(Path::new(&base), SIZE, NewDisk::dynamic()).unwrap();
     write(&base, 1, 64 << 10);
-    let k = layers::make_children(&dir, std::slice::from_ref(&base)).unwrap().remove(0);
+    let k = layers::make_children(&dir, std::slice::from_ref(&base))
+        .unwrap()
+        .remove(0);
     write(&k, 2, 192 << 10);
-    let g = layers::make_children(&dir, std::slice::from_ref(&k)).unwrap().remove(0);
+    let g = layers::make_children(&dir, std::slice::from_ref(&k))
+        .unwrap()
+        .remove(0);
     write(&g, 3, 320 << 10);
     Setup { dir, base, k, g }
 }
@@ -65,7 +69,10 @@ fn state(s: &Setup) -> (VmConfig, Tree) {
     };
     let tree = Tree {
         schema: 1,
-        checkpoints: vec![cp("h", None, &s.base, true), cp("k", Some("h"), &s.k, false)],
+        checkpoints: vec![
+            cp("h", None, &s.base, true),
+            cp("k", Some("h"), &s.k, false),
+        ],
         current: Some("k".into()),
     };
     let config = VmConfig {
@@ -102,8 +109,7 @@ fn cut_short(s: &Setup, crash: usize) -> (VmConfig, Tree) {
         .unwrap();
     }
     if crash >= 2 {
-        strata_vhd::ops::set_parent::set_parent(Path::new(&s.g), Path::new(&s.base), true)
-            .unwrap();
+        strata_vhd::ops::set_parent::set_parent(Path::new(&s.g), Path::new(&s.base), true).unwrap();
     }
     if crash >= 3 {
         tree.checkpoints.retain(|c| c.id != "h");
@@ -128,10 +134,16 @@ fn a_merge_cut_short_after_any_step_is_finished_and_reads_the_same() {
         };
         assert!(layers::recover(&s.dir, &mut config, &mut tree, &save).unwrap());
         assert!(saved.borrow().is_some(), "crash point {crash}: saved");
-        assert!(layers::pending_journal(&s.dir).is_none(), "crash point {crash}");
-        assert!(!Path::new(&s.k).exists(), "crash point {crash}: K merged away");
+        assert!(
+            layers::pending_journal(&s.dir).is_none(),
+            "crash point {crash}"
+        );
+        assert!(
+            !Path::new(&s.k).exists(),
+            "crash point {crash}: K merged away"
+        );
         assert_eq!(tree.checkpoints.len(), 1, "crash point {crash}");
-        assert_eq!(tree.checkpoints[0].layers, [s.base.clone()]);
+        assert_eq!(tree.checkpoints[0].layers, std::slice::from_ref(&s.base));
         assert_eq!(tree.checkpoints[0].parent, None);
         assert_eq!(read_all(&s.g), want, "crash point {crash}: the same bytes");
         for f in [&s.base, &s.g] {

@@ -300,6 +300,31 @@ fn next_step(
     None
 }
 
+/// The merges the tree waits for, as shown: (the child's first layer, the hidden checkpoint's
+/// first layer, whether a journaled merge of it is in progress).
+pub fn pending(vm_dir: &Path, config: &VmConfig, tree: &Tree) -> Vec<strata_api::PendingMerge> {
+    let journal = pending_journal(vm_dir);
+    tree.checkpoints
+        .iter()
+        .filter(|h| h.hidden)
+        .filter_map(|h| {
+            let kids = tree.children(&h.id);
+            let now_here = tree.current.as_deref() == Some(&h.id);
+            let layer = match (kids.len(), now_here) {
+                (1, false) => tree.get(&kids[0])?.layers.first()?.clone(),
+                (0, true) => config.vm.disks.first()?.path.clone(),
+                _ => return None,
+            };
+            let merging = journal.as_ref().is_some_and(|j| j.hidden == h.id);
+            Some(strata_api::PendingMerge {
+                layer,
+                into: h.layers.first()?.clone(),
+                state: if merging { "merging" } else { "waiting" }.into(),
+            })
+        })
+        .collect()
+}
+
 /// The parent file of differencing disk `file` (canonical), from its own locators.
 fn parent_of(file: &str) -> Option<PathBuf> {
     let d = strata_vhd::Disk::open(Path::new(file), strata_vhd::OpenOptions::alone()).ok()?;

@@ -146,7 +146,10 @@ impl Tree {
 
     /// Refuses a name that is empty, too long, or taken by another listed checkpoint.
     pub fn check_name(&self, vm: &str, name: &str, except: Option<&str>) -> Result<(), HostError> {
-        if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        if name.trim().is_empty()
+            || name.chars().count() > 100
+            || name.chars().any(char::is_control)
+        {
             return Err(HostError::invalid(format!(
                 "checkpoint name '{name}': use 1 to 100 printable characters"
             )));

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_api::{CheckpointInfo, VmState};
+use strata_api::{CheckpointInfo, PendingMerge, VmState};
 
 use super::lifecycle::busy;
-use super::Service;
+use super::{Command, Reply, Service};
 use crate::checkpoint::layers::{self, memory_files};
 use crate::checkpoint::{Checkpoint, Tree, MAX_CHECKPOINTS};
 use crate::error::HostError;
@@ -89,6 +89,39 @@ impl Service {
             tree.save(dir)?;
         }
         Ok(())
+    }
+
+    /// Carries out a checkpoint command; the reply is the VM's checkpoints afterwards.
+    pub(super) fn checkpoint_command(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
+        let name = match cmd {
+            Command::Checkpoints(name) => name,
+            Command::CreateCheckpoint(name, cp) => {
+                self.create_checkpoint(&name, cp, user)?;
+                name
+            }
+            Command::ApplyCheckpoint(name, cp, force) => {
+                self.apply_checkpoint(&name, cp.as_deref(), force, user)?;
+                name
+            }
+            Command::RenameCheckpoint(name, cp, new) => {
+                self.rename_checkpoint(&name, &cp, &new, user)?;
+                name
+            }
+            Command::DeleteCheckpoint(name, cp, subtree) => {
+                self.delete_checkpoint(&name, &cp, subtree, user)?;
+                name
+            }
+            _ => return Err(HostError::internal("not a checkpoint command")),
+        };
+        self.checkpoints(&name).map(Reply::Checkpoints)
+    }
+
+    /// How many checkpoints VM `name` has and the merges it waits for (for `vm show`).
+    pub(super) fn checkpoint_summary(&self, name: &str, c: &VmConfig) -> (u32, Vec<PendingMerge>) {
+        let dir = self.home.vm_dir(name);
+        let tree = Tree::load(&dir).unwrap_or_default();
+        let count = u32::try_from(tree.visible().count()).unwrap_or(u32::MAX);
+        (count, layers::pending(&dir, c, &tree))
     }
 
     pub(super) fn checkpoints(&self, name: &str) -> Result<Vec<CheckpointInfo>, HostError> {

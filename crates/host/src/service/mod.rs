@@ -371,19 +371,11 @@ impl Service {
             Command::RemoveNic(name, nic) => {
                 self.remove_nic(&name, &nic, user).and_then(|()| vm(&name))
             }
-            Command::Checkpoints(name) => self.checkpoints(&name).map(Reply::Checkpoints),
-            Command::CreateCheckpoint(name, cp) => self
-                .create_checkpoint(&name, cp, user)
-                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
-            Command::ApplyCheckpoint(name, cp, force) => self
-                .apply_checkpoint(&name, cp.as_deref(), force, user)
-                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
-            Command::RenameCheckpoint(name, cp, new) => self
-                .rename_checkpoint(&name, &cp, &new, user)
-                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
-            Command::DeleteCheckpoint(name, cp, subtree) => self
-                .delete_checkpoint(&name, &cp, subtree, user)
-                .and_then(|()| self.checkpoints(&name).map(Reply::Checkpoints)),
+            c @ (Command::Checkpoints(_)
+            | Command::CreateCheckpoint(..)
+            | Command::ApplyCheckpoint(..)
+            | Command::RenameCheckpoint(..)
+            | Command::DeleteCheckpoint(..)) => self.checkpoint_command(c, user),
             Command::AddDisk(name, d) => self.add_disk(&name, d, user).and_then(|()| vm(&name)),
             Command::RemoveDisk(name, d) => {
                 self.remove_disk(&name, &d, user).and_then(|()| vm(&name))
@@ -529,6 +521,7 @@ impl Service {
     /// One VM.
     pub fn show(&self, name: &str) -> Result<VmDetails, HostError> {
         let (c, st) = self.current(name)?;
+        let (checkpoints, pending_merges) = self.checkpoint_summary(name, &c);
         let vm = c.vm;
         let active = st.state.is_active();
         let sockets = crate::qemu::Sockets::new(&self.home.run_dir(&c.id));
@@ -585,6 +578,8 @@ impl Service {
                 strata_api::Heartbeat::None
             },
             guest,
+            checkpoints,
+            pending_merges,
             console_socket: (active && vm.com_ports.iter().all(|p| p.port != 1))
                 .then(|| sockets.console.display().to_string()),
             com_ports: vm.com_ports,

@@ -39,7 +39,9 @@ fn session(h: &Host, vm: &str, tag: &str, expect: &str, mark: Option<&str>) {
     // The console log is appended to: wait for this boot's READY.
     let readies = h.console(vm).matches("READY").count();
     h.ok(&["vm", "start", vm]);
-    wait_for("the guest", T, || h.console(vm).matches("READY").count() > readies);
+    wait_for("the guest", T, || {
+        h.console(vm).matches("READY").count() > readies
+    });
     assert_eq!(says(h, vm, &format!("{tag}r"), READ), expect, "{tag}");
     if let Some(m) = mark {
         assert_eq!(says(h, vm, &format!("{tag}w"), &write(m)), "ok");
@@ -224,5 +226,25 @@ fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
         "resumed at {resumed}, checkpoint at {at}"
     );
     assert_eq!(says(&h, "r", "r1", READ), "KEEP");
+    assert_eq!(says(&h, "r", "w3", &write("LAST")), "ok");
+
+    // Deleted while the VM runs: its files are in the running chain, so the merge waits (shown
+    // in `vm show`) and runs once the VM is off; the VM's own disk then holds everything.
+    h.ok(&["checkpoint", "delete", "r", "live"]);
+    assert!(list(&h, "r").is_empty());
+    let v = h.json(&["vm", "show", "r", "--json"]);
+    assert_eq!(v["pending_merges"][0]["state"], "waiting", "{v}");
+    assert_eq!(v["pending_merges"][0]["into"], s(&disk), "{v}");
+    assert!(h.has_event("r", "merge-started"));
     h.ok(&["vm", "stop", "r"]);
+    wait_for("the merge", T, || {
+        let v = h.json(&["vm", "show", "r", "--json"]);
+        v["pending_merges"].as_array().unwrap().is_empty() && v["disks"][0]["path"] == s(&disk)
+    });
+    assert!(h.has_event("r", "merge-finished"));
+    h.ok(&["disk", "check", &s(&disk)]);
+    let d = strata_vhd::Disk::open(&disk, strata_vhd::OpenOptions::read()).unwrap();
+    let mut buf = [0u8; 4];
+    d.read_at(&mut buf, 2048 * 512).unwrap();
+    assert_eq!(&buf, b"LAST");
 }
