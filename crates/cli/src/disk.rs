@@ -91,6 +91,15 @@ pub enum DiskCommand {
         #[arg(long, value_parser = parse_size)]
         block_size: Option<u64>,
     },
+    /// Bring in a disk of another platform (qcow2, VMDK, VDI, VHDX, raw …), read through QEMU's
+    /// own format drivers (qemu-nbd), as a new VHD (zeros left unallocated).
+    Import {
+        src: PathBuf,
+        dst: PathBuf,
+        /// dynamic (default) or fixed
+        #[arg(long = "type", value_enum, default_value = "dynamic")]
+        kind: OutType,
+    },
     /// Change a disk's virtual size.
     Resize {
         path: PathBuf,
@@ -214,6 +223,14 @@ pub fn run(cmd: DiskCommand) -> Result<ExitCode> {
             size,
             allow_shrink,
         } => resize_disk(&path, size, allow_shrink)?,
+        DiskCommand::Import { src, dst, kind } => {
+            let target = match kind {
+                OutType::Fixed => convert::Target::Vhd(NewDisk::Fixed),
+                OutType::Dynamic => convert::Target::Vhd(dynamic(None)?),
+                OutType::Raw => bail!("import makes a VHD: --type dynamic or fixed"),
+            };
+            crate::disk_import::import(&src, &dst, target)?;
+        }
         DiskCommand::Plug {
             path,
             read_only,

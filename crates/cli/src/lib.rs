@@ -5,6 +5,7 @@ mod checkpoint;
 mod client;
 mod console;
 mod disk;
+mod disk_import;
 mod disk_text;
 mod docs;
 mod mount;

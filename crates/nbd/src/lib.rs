@@ -10,6 +10,7 @@
 //! [`serve_disk`] serves an opened VHD on a Unix socket (and TCP): the one way both a VM's worker
 //! and a plugged disk's server put a disk on the wire.
 
+pub mod client;
 mod disk;
 pub mod file;
 mod proto;

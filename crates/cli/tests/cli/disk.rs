@@ -418,3 +418,65 @@ fn the_interop_corpus_through_the_cli() {
     assert_eq!(v["virtual_size"], 4 << 20);
     ok(&["disk", "check", s(&fixed)]);
 }
+
+#[test]
+fn disks_of_other_platforms_are_imported_through_qemus_drivers() {
+    let dir = tempfile::tempdir().unwrap();
+    for fmt in ["qcow2", "vmdk", "vdi"] {
+        let src = dir.path().join(format!("src.{fmt}"));
+        sh(Command::new("qemu-img").args(["create", "-q", "-f", fmt, s(&src), "24M"]));
+        // Data at the start, in the middle (unaligned) and at the very end; holes between.
+        for (pattern, at, len) in [
+            ("0x11", "0", "64k"),
+            ("0x5a", "7340544", "1M"),
+            ("0xc3", "25100288", "64k"),
+        ] {
+            let cmd = format!("write -P {pattern} {at} {len}");
+            sh(Command::new("qemu-io").args(["-f", fmt, "-c", &cmd, s(&src)]));
+        }
+        let dst = dir.path().join(format!("from-{fmt}.vhd"));
+        let out = ok(&["disk", "import", s(&src), s(&dst)]);
+        assert!(out.contains(&format!("({fmt})")), "{out}");
+        sh(Command::new("qemu-img").args([
+            "compare",
+            "-q",
+            "-f",
+            "vpc",
+            "-F",
+            fmt,
+            s(&dst),
+            s(&src),
+        ]));
+        // Holes stay holes: 3 data regions in 2 MiB blocks.
+        let v = json(&["disk", "inspect", s(&dst), "--json"]);
+        assert!(v["allocated_blocks"].as_u64().unwrap() <= 4, "{v}");
+        ok(&["disk", "check", s(&dst)]);
+    }
+    // A fixed VHD, and bad input: a damaged qcow2, a missing file, an existing target.
+    let src = dir.path().join("src.qcow2");
+    let fixed = dir.path().join("fixed.vhd");
+    ok(&["disk", "import", s(&src), s(&fixed), "--type", "fixed"]);
+    sh(Command::new("qemu-img").args([
+        "compare",
+        "-q",
+        "-f",
+        "vpc",
+        "-F",
+        "qcow2",
+        s(&fixed),
+        s(&src),
+    ]));
+    // A damaged qcow2 (its header's version is nonsense): qemu's refusal, naming the file.
+    let cut = dir.path().join("cut.qcow2");
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[4..8].copy_from_slice(&[0, 0, 0, 99]);
+    std::fs::write(&cut, &bytes).unwrap();
+    let dst = dir.path().join("cut.vhd");
+    let err = fails(&["disk", "import", s(&cut), s(&dst)]);
+    assert!(err.contains("cut.qcow2"), "{err}");
+    assert!(!dst.exists(), "nothing is left behind");
+    let err = fails(&["disk", "import", s(&dir.path().join("none.vmdk")), s(&dst)]);
+    assert!(err.contains("none.vmdk: no such file"), "{err}");
+    let err = fails(&["disk", "import", s(&src), s(&fixed)]);
+    assert!(err.contains("fixed.vhd: already exists"), "{err}");
+}

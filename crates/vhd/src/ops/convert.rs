@@ -28,8 +28,22 @@ pub enum Target {
     Raw,
 }
 
+/// A source read through something other than a file: an NBD export of another format's image
+/// (`strata disk import` reads qcow2, VMDK, VDI … through QEMU's own drivers this way). Every
+/// range may hold data; chunks of zeros are still skipped when written.
+pub trait ReadSource: Send + Sync {
+    /// Virtual size in bytes.
+    fn size(&self) -> u64;
+    /// Reads `buf.len()` bytes (at most 2 MiB) at `off`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+    /// What is read, for errors.
+    fn path(&self) -> &Path;
+}
+
 /// Something to copy from.
 pub enum Source {
+    /// Read through a [`ReadSource`].
+    Other(Box<dyn ReadSource>),
     /// A VHD and its chain.
     Vhd(Box<Disk>),
     /// A raw image file or a block device.
@@ -87,6 +101,7 @@ impl Source {
         match self {
             Source::Vhd(d) => d.size(),
             Source::Raw { size, .. } => *size,
+            Source::Other(r) => r.size(),
         }
     }
 
@@ -103,7 +118,7 @@ impl Source {
                 Err(rustix::io::Errno::NXIO) => false,
                 Err(_) => true,
             },
-            Source::Raw { .. } => true,
+            Source::Raw { .. } | Source::Other(_) => true,
         }
     }
 
@@ -113,6 +128,9 @@ impl Source {
             Source::Raw { file, path, .. } => file
                 .read_exact_at(buf, off)
                 .map_err(|e| VhdError::io(e, path, "read").at(off)),
+            Source::Other(r) => r
+                .read_at(buf, off)
+                .map_err(|e| VhdError::io(e, r.path(), "read").at(off)),
         }
     }
 }
@@ -201,6 +219,7 @@ pub(crate) fn copy(
         Source::Raw { file, .. } => {
             let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Sequential);
         }
+        Source::Other(_) => {}
     }
     // A reader thread fills chunks while this thread writes the previous ones: reading and
     // writing overlap. Three buffers circulate, so memory stays at 6 MiB whatever the size.
