@@ -145,6 +145,31 @@ pub enum StopAction {
     TurnOff,
 }
 
+/// What happens to a VM's undo disks when it is turned off or shut down (Virtual Server's undo
+/// disks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UndoAction {
+    /// Keep them: the next start goes on writing into them.
+    #[default]
+    Keep,
+    /// Merge their changes into the disks.
+    Commit,
+    /// Throw their changes away.
+    Discard,
+}
+
+impl UndoAction {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Commit => "commit",
+            Self::Discard => "discard",
+        }
+    }
+}
+
 /// What a COM port is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -238,6 +263,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// A COM port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,6 +348,13 @@ pub struct CreateVm {
     /// A TPM 2.0 (swtpm), its state kept in the VM's folder.
     #[serde(default, skip_serializing_if = "is_false")]
     pub tpm: bool,
+    /// Undo disks: every disk writes into `DISK.vud` beside it while the disk stays untouched,
+    /// until the undo action commits or discards them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub undo_disks: bool,
+    /// What turning the VM off or shutting it down does with its undo disks.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub undo_action: UndoAction,
     /// KVM, TCG or auto (default).
     #[serde(default)]
     pub accelerator: Accelerator,
@@ -414,6 +450,12 @@ pub struct SetVm {
     /// A TPM on or off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<bool>,
+    /// Undo disks on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_disks: Option<bool>,
+    /// The undo action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_action: Option<UndoAction>,
     /// The versioned machine type (`pc` pins this host's newest i440FX type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
@@ -525,6 +567,12 @@ pub struct VmDetails {
     pub secure_boot: bool,
     /// Whether it has a TPM.
     pub tpm: bool,
+    /// Whether its disks write into undo disks.
+    pub undo_disks: bool,
+    /// What turning it off does with them.
+    pub undo_action: UndoAction,
+    /// Whether undo disks are kept (they hold changes not committed or discarded yet).
+    pub undo_kept: bool,
     /// Whether its guest agent answers.
     pub heartbeat: crate::Heartbeat,
     /// What the guest agent last reported (while the VM is active).
@@ -572,6 +620,18 @@ pub struct ShutdownRequest {
     /// Seconds to wait for the guest before turning it off (default: the VM's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u32>,
+    /// This time's undo action (default: the VM's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoAction>,
+}
+
+/// `POST /v1/vms/{name}/stop` (optional body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnOffRequest {
+    /// This time's undo action (default: the VM's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoAction>,
 }
 
 /// `DELETE /v1/vms/{name}` query: `?delete_disks=true` also deletes the VM's disk files.

@@ -90,10 +90,23 @@ pub enum VmCommand {
         /// Seconds to wait for the guest (default: the VM's setting)
         #[arg(long)]
         timeout: Option<u32>,
+        /// This time's undo action for a VM with undo disks: keep, commit or discard
+        #[arg(long)]
+        undo: Option<String>,
     },
     /// Turn a VM off (like pulling the plug; the disks stay consistent). Also: turn-off.
     #[command(alias = "turn-off")]
-    Stop(Target),
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        /// This time's undo action for a VM with undo disks: keep, commit or discard
+        #[arg(long)]
+        undo: Option<String>,
+    },
+    /// Merge a VM's kept undo disks into its disks (the VM off).
+    CommitUndo(Target),
+    /// Throw a VM's kept undo disks away (the VM off).
+    DiscardUndo(Target),
     /// Reset a VM.
     Reset(Target),
     /// Pause a VM.
@@ -200,6 +213,12 @@ pub struct Settings {
     /// A TPM 2.0 (swtpm), its state in the VM's folder: on or off
     #[arg(long)]
     tpm: Option<String>,
+    /// Undo disks (every disk writes into DISK.vud until committed or discarded): on or off
+    #[arg(long)]
+    undo_disks: Option<String>,
+    /// What turning the VM off does with its undo disks: keep (default), commit or discard
+    #[arg(long)]
+    undo_action: Option<String>,
     /// A floppy image (raw, .img/.vfd) in drive A: ("" empties it)
     #[arg(long)]
     floppy: Option<String>,
@@ -319,6 +338,8 @@ impl Settings {
             firmware: enum_opt("firmware", self.firmware.as_deref())?,
             secure_boot: on_off("secure-boot", self.secure_boot.as_deref())?,
             tpm: on_off("tpm", self.tpm.as_deref())?,
+            undo_disks: on_off("undo-disks", self.undo_disks.as_deref())?,
+            undo_action: enum_opt("undo action", self.undo_action.as_deref())?,
             floppy: match self.floppy.as_deref() {
                 None => None,
                 Some("") => Some(String::new()),
@@ -412,7 +433,9 @@ impl Settings {
             agent,
             firmware,
             secure_boot,
-            tpm
+            tpm,
+            undo_disks,
+            undo_action
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
         vm.floppy = s.floppy.filter(|f| !f.is_empty());
@@ -485,8 +508,17 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             json,
         } => set(&c, &name, &settings, json)?,
         VmCommand::Start(t) => action(&c, &t, "start", None)?,
-        VmCommand::Shutdown { target, timeout } => shutdown(&c, &target, timeout)?,
-        VmCommand::Stop(t) => action(&c, &t, "stop", None)?,
+        VmCommand::Shutdown {
+            target,
+            timeout,
+            undo,
+        } => shutdown(&c, &target, timeout, undo.as_deref())?,
+        VmCommand::Stop { target, undo } => {
+            let undo = enum_opt::<strata_api::UndoAction>("undo action", undo.as_deref())?;
+            action(&c, &target, "stop", undo.map(|u| json!({ "undo": u })))?
+        }
+        VmCommand::CommitUndo(t) => action(&c, &t, "commit-undo", None)?,
+        VmCommand::DiscardUndo(t) => action(&c, &t, "discard-undo", None)?,
         VmCommand::Reset(t) => action(&c, &t, "reset", None)?,
         VmCommand::Pause(t) => action(&c, &t, "pause", None)?,
         VmCommand::Resume(t) => action(&c, &t, "resume", None)?,
@@ -606,8 +638,14 @@ fn set(c: &Client, name: &str, settings: &Settings, json: bool) -> Result<()> {
 }
 
 /// `strata vm shutdown`: waits `timeout` seconds for the guest, else the VM's own setting.
-fn shutdown(c: &Client, target: &Target, timeout: Option<u32>) -> Result<()> {
-    let body = timeout.map(|t| json!({ "timeout_secs": t }));
+fn shutdown(c: &Client, target: &Target, timeout: Option<u32>, undo: Option<&str>) -> Result<()> {
+    let req = strata_api::ShutdownRequest {
+        timeout_secs: timeout,
+        undo: enum_opt("undo action", undo)?,
+    };
+    let body = (req != strata_api::ShutdownRequest::default())
+        .then(|| serde_json::to_value(req))
+        .transpose()?;
     action(c, target, "shutdown", body)
 }
 

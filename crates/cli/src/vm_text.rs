@@ -77,6 +77,18 @@ pub fn show(v: &VmDetails) {
     if let Some(c) = &v.cdrom {
         println!("CD/DVD:        {c}");
     }
+    if v.undo_disks || v.undo_kept {
+        let kept = if v.undo_kept {
+            "; kept undo disks hold changes"
+        } else {
+            ""
+        };
+        let on = if v.undo_disks { "on" } else { "off" };
+        println!(
+            "Undo disks:    {on} (when turned off: {}{kept})",
+            v.undo_action.as_str()
+        );
+    }
     if v.checkpoints > 0 {
         println!("Checkpoints:   {}", v.checkpoints);
     }

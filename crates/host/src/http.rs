@@ -18,6 +18,7 @@ use strata_api::{
     ApiError, ApplyCheckpoint, ChangeMedia, CopyFile, CreateCheckpoint, CreateSwitch, CreateVm,
     DeleteCheckpointQuery, DeleteQuery, DiskSpec, EventQuery, MemoryTarget, NicSpec, PortForward,
     Proto, RenameCheckpoint, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
+    TurnOffRequest, UndoAction,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -185,10 +186,15 @@ async fn action(
             if req.timeout_secs.is_some_and(|t| t > crate::service::MAX_SECS) {
                 return Err(HostError::invalid(format!("timeout_secs is at most {}", crate::service::MAX_SECS)).into());
             }
-            Command::Shutdown(name, req.timeout_secs)
+            Command::Shutdown(name, req.timeout_secs, req.undo)
         }
         // Hyper-V's name (Stop-VM) and the plain one.
-        "stop" | "turn-off" => Command::TurnOff(name),
+        "stop" | "turn-off" => {
+            let req: TurnOffRequest = optional_body(&body)?;
+            Command::TurnOff(name, req.undo)
+        }
+        "commit-undo" => Command::Undo(name, UndoAction::Commit),
+        "discard-undo" => Command::Undo(name, UndoAction::Discard),
         "reset" => Command::Reset(name),
         "pause" => Command::Pause(name),
         "resume" => Command::Resume(name),
@@ -199,7 +205,7 @@ async fn action(
         other => {
             return Err(Failure(
                 StatusCode::NOT_FOUND,
-                format!("unknown action '{other}': start, shutdown, stop (or turn-off), reset, pause, resume, save, discard-saved, freeze or thaw"),
+                format!("unknown action '{other}': start, shutdown, stop (or turn-off), reset, pause, resume, save, discard-saved, freeze, thaw, commit-undo or discard-undo"),
                 ErrorKind::NotFound,
             ))
         }

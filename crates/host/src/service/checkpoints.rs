@@ -139,6 +139,11 @@ impl Service {
         let lock = self.lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let (mut c, mut tree, st) = self.checkpoint_state(name)?;
+        if c.vm.undo_disks {
+            return Err(HostError::conflict(format!(
+                "VM '{name}' has undo disks: undo disks and checkpoints do not mix; turn them off first (`strata vm set {name} --undo-disks off`)"
+            )));
+        }
         if tree.visible().count() >= MAX_CHECKPOINTS {
             return Err(HostError::conflict(format!(
                 "VM '{name}' has {MAX_CHECKPOINTS} checkpoints, the most it keeps: delete some first"

@@ -126,6 +126,7 @@ fn check_hot(c: &VmConfig, d: &DiskSpec, what: &str) -> Result<(), HostError> {
             .as_deref()
             .is_some_and(|m| m.starts_with("pc-q35-"));
     let why = match d.bus {
+        _ if c.vm.undo_disks => Some("the VM has undo disks, which change only while it is off"),
         DiskBus::Ide => Some("an IDE disk cannot be added or removed while the VM runs: use virtio or SCSI (`PATH:virtio`, `PATH:scsi`), or turn the VM off"),
         DiskBus::Virtio if q35 => Some("a Q35 machine's root bus takes no hot-plugged disks: use SCSI (`PATH:scsi`), or turn the VM off"),
         _ if d.slot.is_none() => Some("the VM's disks were attached by an older Strata, without slots: turn the VM off to change them"),

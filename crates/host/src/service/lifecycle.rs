@@ -55,6 +55,7 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("firmware", set.firmware.is_some()),
         ("secure boot", set.secure_boot.is_some()),
         ("TPM", set.tpm.is_some()),
+        ("undo disks", set.undo_disks.is_some()),
         // A saved VM may change accelerator: the saved state's own check decides at start.
         (
             "accelerator",
@@ -91,6 +92,8 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     apply!(firmware, "firmware");
     apply!(secure_boot, "secure boot");
     apply!(tpm, "TPM");
+    apply!(undo_disks, "undo disks");
+    apply!(undo_action, "undo action");
     apply!(start_action, "start action");
     apply!(start_delay_secs, "start delay");
     apply!(stop_action, "stop action");
@@ -130,6 +133,7 @@ impl Service {
             Some(m) => Some(self.qemu.resolve_machine(m)?),
             None => None,
         };
+        self.check_undo_change(name, &c, &set)?;
         let old_disks = c.vm.disks.clone();
         let mut changed = apply(&mut c.vm, set.clone());
         if set.disks.is_some() {

@@ -14,6 +14,9 @@ mod nics;
 mod switch_edit;
 mod switch_plan;
 mod switches;
+mod undo;
+
+pub use undo::{apply as undo_apply, done as undo_done};
 mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use strata_api::{
     Accelerator, ChangeMedia, CreateSwitch, CreateVm, DiskInfo, DiskSpec, Event, HostInfo, NicInfo,
     NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo,
-    VmDetails, VmState, VmSummary,
+    UndoAction, VmDetails, VmState, VmSummary,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -80,10 +83,12 @@ pub enum Command {
     },
     /// Start (or restore a saved VM).
     Start(String),
-    /// ACPI shut-down, turned off after the timeout.
-    Shutdown(String, Option<u32>),
-    /// Turn off.
-    TurnOff(String),
+    /// ACPI shut-down, turned off after the timeout (with this time's undo action).
+    Shutdown(String, Option<u32>, Option<UndoAction>),
+    /// Turn off (with this time's undo action).
+    TurnOff(String, Option<UndoAction>),
+    /// Commit or discard a VM's kept undo disks (the VM off).
+    Undo(String, UndoAction),
     /// Reset.
     Reset(String),
     /// Pause.
@@ -150,7 +155,8 @@ impl Command {
             Self::Delete { .. } => "Delete",
             Self::Start(_) => "Start",
             Self::Shutdown(..) => "Shutdown",
-            Self::TurnOff(_) => "TurnOff",
+            Self::TurnOff(..) => "TurnOff",
+            Self::Undo(..) => "Undo",
             Self::Reset(_) => "Reset",
             Self::Pause(_) => "Pause",
             Self::Resume(_) => "Resume",
@@ -188,8 +194,9 @@ impl Command {
             Self::Set(n, _)
             | Self::Delete { name: n, .. }
             | Self::Start(n)
-            | Self::Shutdown(n, _)
-            | Self::TurnOff(n)
+            | Self::Shutdown(n, ..)
+            | Self::TurnOff(n, _)
+            | Self::Undo(n, _)
             | Self::Reset(n)
             | Self::Pause(n)
             | Self::Resume(n)
@@ -321,17 +328,21 @@ impl Service {
                 .delete(&name, delete_disks, user)
                 .map(|()| Reply::Deleted),
             Command::Start(name) => self.start(&name, user).and_then(|()| vm(&name)),
-            Command::Shutdown(name, t) => {
+            Command::Shutdown(name, t, undo) => {
                 let timeout_secs = match t {
                     Some(t) => t,
                     None => self.current(&name)?.0.vm.shutdown_timeout_secs,
                 };
+                self.undo_once(&name, undo, user)?;
                 self.control(&name, Verb::Shutdown { timeout_secs }, user)
                     .and_then(|()| vm(&name))
             }
-            Command::TurnOff(name) => self
-                .control(&name, Verb::TurnOff, user)
-                .and_then(|()| vm(&name)),
+            Command::TurnOff(name, undo) => {
+                self.undo_once(&name, undo, user)?;
+                self.control(&name, Verb::TurnOff, user)
+                    .and_then(|()| vm(&name))
+            }
+            Command::Undo(name, action) => self.undo(&name, action, user).and_then(|()| vm(&name)),
             Command::Reset(name) => self
                 .control(&name, Verb::Reset, user)
                 .and_then(|()| vm(&name)),
@@ -522,6 +533,7 @@ impl Service {
     pub fn show(&self, name: &str) -> Result<VmDetails, HostError> {
         let (c, st) = self.current(name)?;
         let (checkpoints, pending_merges) = self.checkpoint_summary(name, &c);
+        let undo_kept = undo::kept(&c);
         let vm = c.vm;
         let active = st.state.is_active();
         let sockets = crate::qemu::Sockets::new(&self.home.run_dir(&c.id));
@@ -572,6 +584,9 @@ impl Service {
             firmware: vm.firmware,
             secure_boot: vm.secure_boot,
             tpm: vm.tpm,
+            undo_disks: vm.undo_disks,
+            undo_action: vm.undo_action,
+            undo_kept,
             heartbeat: if active {
                 st.heartbeat
             } else {
@@ -766,7 +781,7 @@ mod tests {
 
     #[test]
     fn commands_name_their_target_and_label() {
-        let c = Command::Shutdown("web".into(), None);
+        let c = Command::Shutdown("web".into(), None, None);
         assert_eq!((c.label(), c.target()), ("Shutdown", Some("web")));
         assert_eq!(Command::StopVms.target(), None);
         let c = Command::Delete {

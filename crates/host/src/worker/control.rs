@@ -152,6 +152,10 @@ fn beside(shared: &Shared, user: &str, verb: &Verb) -> Option<Result<VmState, Ho
             };
             super::agent::copy_file(shared, user, &c).map(|_| state)
         }
+        Verb::SetUndo { action } if live => {
+            *shared.undo_once.lock().unwrap_or_else(|p| p.into_inner()) = Some(*action);
+            Ok(state)
+        }
         Verb::Freeze if running => super::agent::freeze(shared, user, true).map(|_| state),
         Verb::Thaw if running => super::agent::freeze(shared, user, false).map(|_| state),
         Verb::MediaChange { iso } if live => {
@@ -164,6 +168,7 @@ fn beside(shared: &Shared, user: &str, verb: &Verb) -> Option<Result<VmState, Ho
         | Verb::Freeze
         | Verb::Thaw
         | Verb::MediaChange { .. }
+        | Verb::SetUndo { .. }
         | Verb::Balloon { .. } => Err(refuse(shared, verb, state)),
         _ => return None,
     };

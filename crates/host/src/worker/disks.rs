@@ -80,16 +80,40 @@ impl ServedDisks {
         })
     }
 
+    /// Stops serving every disk and closes it (QEMU has ended): their locks go.
+    pub fn close_all(&self) -> Vec<String> {
+        let all: Vec<Served> = self.with(std::mem::take);
+        all.into_iter()
+            .filter_map(|s| close(s).err().map(|e| e.message))
+            .collect()
+    }
+
     /// The served disks' paths.
     pub fn paths(&self) -> Vec<String> {
         self.with(|list| list.iter().map(|s| s.path.clone()).collect())
     }
 }
 
-/// Opens a disk (with its parents, locked for writing) and serves it on its socket.
-fn open_and_serve(d: &DiskSpec, ids: &DiskIds, sockets: &Sockets) -> Result<Served, HostError> {
-    let disk = Disk::open(&d.path, OpenOptions::write())
-        .map_err(|e| HostError::new(ErrorKind::Conflict, e.to_string()))?;
+/// Opens a disk (with its parents, locked for writing) and serves it on its socket; with
+/// `undo`, its undo disk (made when missing) over it.
+fn open_and_serve(
+    d: &DiskSpec,
+    ids: &DiskIds,
+    sockets: &Sockets,
+    undo: bool,
+) -> Result<Served, HostError> {
+    let conflict = |e: strata_vhd::VhdError| HostError::new(ErrorKind::Conflict, e.to_string());
+    let path = if undo {
+        let base = std::path::Path::new(&d.path);
+        let u = strata_vhd::ops::undo::undo_path(base);
+        if !u.exists() {
+            strata_vhd::ops::undo::create(base).map_err(conflict)?;
+        }
+        u.display().to_string()
+    } else {
+        d.path.clone()
+    };
+    let disk = Disk::open(&path, OpenOptions::write()).map_err(conflict)?;
     let socket = sockets.disk(&ids.socket);
     let served = serve_disk(disk, &socket, None).map_err(|e| match e.kind {
         ServeErrorKind::Io(io) => HostError::io(&socket, "listen on", io),
@@ -100,16 +124,20 @@ fn open_and_serve(d: &DiskSpec, ids: &DiskIds, sockets: &Sockets) -> Result<Serv
     })?;
     Ok(Served {
         device: ids.device.clone(),
-        path: d.path.clone(),
+        path,
         disk: served,
     })
 }
 
 /// Serves every disk of `disks` before QEMU starts.
-pub(super) fn serve_all(disks: &[DiskSpec], sockets: &Sockets) -> Result<ServedDisks, HostError> {
+pub(super) fn serve_all(
+    disks: &[DiskSpec],
+    sockets: &Sockets,
+    undo: bool,
+) -> Result<ServedDisks, HostError> {
     let mut out = Vec::new();
     for (i, d) in disks.iter().enumerate() {
-        out.push(open_and_serve(d, &disk_ids(i, d), sockets)?);
+        out.push(open_and_serve(d, &disk_ids(i, d), sockets, undo)?);
     }
     Ok(ServedDisks(Mutex::new(out)))
 }
@@ -141,7 +169,7 @@ pub(super) fn add(
         )));
     }
     let ids = disk_ids(0, d);
-    let served = open_and_serve(d, &ids, sockets).map_err(failed)?;
+    let served = open_and_serve(d, &ids, sockets, false).map_err(failed)?;
     if let Err(e) = qmp.execute("blockdev-add", Some(blockdev(&ids, sockets))) {
         let _ = close(served);
         return Err(failed(e));

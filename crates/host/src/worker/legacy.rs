@@ -55,6 +55,7 @@ fn op(verb: &Verb) -> Option<(&'static str, u32)> {
         | Verb::MediaChange { .. }
         | Verb::DiskAdd { .. }
         | Verb::Checkpoint { .. }
+        | Verb::SetUndo { .. }
         | Verb::DiskRemove { .. }
         | Verb::Balloon { .. } => return None,
     })

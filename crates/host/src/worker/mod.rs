@@ -87,6 +87,10 @@ struct Shared {
     disks: disks::ServedDisks,
     /// The VM's sockets.
     sockets: crate::qemu::Sockets,
+    /// With undo disks: the VM's settings (its disks, its undo action).
+    undo: Option<crate::store::VmConfig>,
+    /// This turn-off's undo action, when the request named one.
+    undo_once: Mutex<Option<strata_api::UndoAction>>,
 }
 
 impl Shared {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_api::{CopyDirection, DiskSpec, NicModel, VmState};
+use strata_api::{CopyDirection, DiskSpec, NicModel, UndoAction, VmState};
 
 use crate::error::{ErrorKind, HostError};
 
@@ -65,6 +65,11 @@ pub enum Verb {
     DiskRemove {
         /// The disk.
         disk: DiskSpec,
+    },
+    /// This turn-off's or shut-down's undo action (instead of the VM's).
+    SetUndo {
+        /// Keep, commit or discard.
+        action: UndoAction,
     },
     /// Take a checkpoint: freeze (agent), pause, write the memory state to `memory`, switch
     /// each disk from its active layer to a new one, resume, thaw.
@@ -126,6 +131,7 @@ impl Verb {
             Self::NicRemove { .. } => "remove a network adapter",
             Self::DiskAdd { .. } => "add a disk",
             Self::Checkpoint { .. } => "take a checkpoint",
+            Self::SetUndo { .. } => "set its undo action",
             Self::DiskRemove { .. } => "remove a disk",
             Self::NicLink { .. } => "change a network adapter's link",
             Self::CopyFile { .. } => "copy a file through its guest agent",

@@ -217,7 +217,7 @@ fn launch_vm(
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).map_err(|e| HostError::io(&run_dir, "create", e))?;
     let sockets = Sockets::new(&run_dir);
-    let disks = super::disks::serve_all(&p.config.vm.disks, &sockets)?;
+    let disks = super::disks::serve_all(&p.config.vm.disks, &sockets, p.config.vm.undo_disks)?;
     let vm = &p.config.vm;
     let mut firmware = qemu::firmware::args(vm, &p.dir)?;
     let tpm = if vm.tpm {
@@ -261,6 +261,8 @@ fn launch_vm(
         _tpm: tpm,
         disks,
         sockets: sockets.clone(),
+        undo: p.config.vm.undo_disks.then(|| p.config.clone()),
+        undo_once: Mutex::new(None),
     });
     if p.config.vm.com_ports.iter().all(|c| c.port != 1) {
         start_console(&sockets, &p.dir)?;

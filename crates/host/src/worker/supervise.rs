@@ -33,6 +33,10 @@ pub(super) fn supervise(shared: &Shared, mut child: Child) {
     if state == VmState::Saved {
         fingerprint_saved(shared);
     }
+    let undo_error = (state == VmState::Off)
+        .then(|| apply_undo(shared, &user))
+        .flatten();
+    let flush_error = flush_error.or(undo_error);
     {
         let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
         s.state = state;
@@ -115,6 +119,38 @@ fn outcome(
                 )
             }
         },
+    }
+}
+
+/// Applies the undo action of a VM with undo disks that was turned off or shut down (this
+/// time's, else the VM's): the disks are closed first, then all their undo disks committed or
+/// discarded together. Returns the failure, if any (the undo disks are then kept).
+fn apply_undo(shared: &Shared, user: &str) -> Option<String> {
+    let c = shared.undo.as_ref()?;
+    let once = *shared.undo_once.lock().unwrap_or_else(|p| p.into_inner());
+    let action = once.unwrap_or(c.vm.undo_action);
+    if action == strata_api::UndoAction::Keep {
+        shared.log(Code::VmChanged, user, "undo disks kept");
+        return None;
+    }
+    let problems = shared.disks.close_all();
+    if let Some(p) = problems.first() {
+        return Some(format!("undo disks kept: {p}"));
+    }
+    match crate::service::undo_apply(c, action) {
+        Ok(()) => {
+            shared.log(
+                Code::VmChanged,
+                user,
+                &format!("undo disks {}", crate::service::undo_done(action)),
+            );
+            None
+        }
+        Err(e) => {
+            let msg = format!("undo disks kept: {e}");
+            shared.log(Code::VmRequestFailed, user, &msg);
+            Some(msg)
+        }
     }
 }
 

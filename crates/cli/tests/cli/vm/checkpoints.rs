@@ -248,3 +248,87 @@ fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
     d.read_at(&mut buf, 2048 * 512).unwrap();
     assert_eq!(&buf, b"LAST");
 }
+
+/// What sector 2048 of VHD `path` holds (4 bytes), read while the VM is off.
+fn base_mark(path: &Path) -> Vec<u8> {
+    let d = strata_vhd::Disk::open(path, strata_vhd::OpenOptions::read()).unwrap();
+    let mut buf = vec![0u8; 4];
+    d.read_at(&mut buf, 2048 * 512).unwrap();
+    buf
+}
+
+#[test]
+fn undo_disks_keep_commit_and_discard_all_disks_together() {
+    let h = Host::new();
+    let (a, b) = (h.home().join("ua.vhd"), h.home().join("ub.vhd"));
+    for d in [&a, &b] {
+        h.ok(&["disk", "create", &s(d), "--size", "16M"]);
+    }
+    let g = console_guest(&h, "undo");
+    vm_create(
+        &h,
+        "u",
+        &g,
+        &["--disk", &s(&a), "--disk", &s(&b), "--undo-disks", "on"],
+    );
+    let vud = |p: &Path| p.with_extension("vud");
+    let run = |tag: &str, expect: &str, mark: &str| {
+        let readies = h.console("u").matches("READY").count();
+        h.ok(&["vm", "start", "u"]);
+        wait_for("the guest", T, || {
+            h.console("u").matches("READY").count() > readies
+        });
+        for dev in ["vda", "vdb"] {
+            let read = format!("dd if=/dev/{dev} bs=512 skip=2048 count=1 2>/dev/null | head -c 4");
+            assert_eq!(
+                says(&h, "u", &format!("{tag}r{dev}"), &read),
+                expect,
+                "{tag} {dev}"
+            );
+            let w = format!("printf {mark} | dd of=/dev/{dev} bs=512 seek=2048 conv=notrunc,fsync 2>/dev/null && echo ok");
+            assert_eq!(says(&h, "u", &format!("{tag}w{dev}"), &w), "ok");
+        }
+    };
+    // Discard: the disks are as before.
+    run("d", "", "AAAA");
+    assert!(
+        vud(&a).exists() && vud(&b).exists(),
+        "the VM writes into undo disks"
+    );
+    h.ok(&["vm", "stop", "u", "--undo", "discard"]);
+    assert!(!vud(&a).exists() && !vud(&b).exists());
+    assert_eq!(base_mark(&a), [0; 4]);
+    // Keep (the default): the next start goes on from them; the disks stay untouched.
+    run("k", "", "BBBB");
+    h.ok(&["vm", "stop", "u"]);
+    assert!(h.json(&["vm", "show", "u", "--json"])["undo_kept"] == true);
+    assert_eq!(base_mark(&b), [0; 4]);
+    run("k2", "BBBB", "CCCC");
+    h.ok(&["vm", "stop", "u", "--undo", "keep"]);
+    // Refused while undo disks are kept or on, by name.
+    let err = h.fails(&["vm", "set", "u", "--undo-disks", "off"]);
+    assert!(err.contains("has kept undo disks"), "{err}");
+    let err = h.fails(&["checkpoint", "create", "u"]);
+    assert!(
+        err.contains("undo disks and checkpoints do not mix"),
+        "{err}"
+    );
+    // Commit while off: both disks take the changes.
+    h.ok(&["vm", "commit-undo", "u"]);
+    assert_eq!(base_mark(&a), b"CCCC");
+    assert_eq!(base_mark(&b), b"CCCC");
+    assert!(!vud(&a).exists() && !vud(&b).exists());
+    let err = h.fails(&["vm", "discard-undo", "u"]);
+    assert!(err.contains("has no kept undo disks"), "{err}");
+    // The VM's action commits when it is turned off.
+    h.ok(&["vm", "set", "u", "--undo-action", "commit"]);
+    run("c", "CCCC", "DDDD");
+    h.ok(&["vm", "stop", "u"]);
+    assert_eq!(base_mark(&a), b"DDDD");
+    assert_eq!(base_mark(&b), b"DDDD");
+    assert!(!vud(&a).exists());
+    assert!(h.has_event("u", "vm-changed"));
+    for d in [&a, &b] {
+        h.ok(&["disk", "check", &s(d)]);
+    }
+}
