@@ -40,7 +40,11 @@ fn write_option(w: &mut impl Write, option: u32, data: &[u8]) -> io::Result<()> 
 impl Client {
     /// Connects to the Unix socket `socket` and opens export `name` ("" for the default).
     pub fn connect(socket: &Path, name: &str) -> io::Result<Self> {
-        let w = UnixStream::connect(socket)?;
+        Self::over(UnixStream::connect(socket)?, name)
+    }
+
+    /// Opens export `name` over a connected stream (the handshake; then transmission).
+    pub fn over(w: UnixStream, name: &str) -> io::Result<Self> {
         let mut r = BufReader::new(w.try_clone()?);
         let mut w2 = w.try_clone()?;
         if read_u64(&mut r)? != NBDMAGIC || read_u64(&mut r)? != IHAVEOPT {
@@ -183,5 +187,65 @@ mod tests {
             "past the end: an error"
         );
         c.close().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    /// A well-formed server side: greeting, GO's INFO_EXPORT and ACK, one read's reply.
+    fn good() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&NBDMAGIC.to_be_bytes());
+        b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        b.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+        let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+        info.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        info.extend_from_slice(&0u16.to_be_bytes());
+        for (kind, data) in [(REP_INFO, info), (REP_ACK, Vec::new())] {
+            b.extend_from_slice(&REPLY_MAGIC.to_be_bytes());
+            b.extend_from_slice(&OPT_GO.to_be_bytes());
+            b.extend_from_slice(&kind.to_be_bytes());
+            b.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+            b.extend_from_slice(&data);
+        }
+        b.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b.extend_from_slice(&1u64.to_be_bytes());
+        b.extend_from_slice(&[0xab; 512]);
+        b
+    }
+
+    fn run(data: &[u8]) -> io::Result<Vec<u8>> {
+        let (mut server, client) = UnixStream::pair()?;
+        server.write_all(data)?;
+        server.shutdown(std::net::Shutdown::Write)?;
+        let mut c = Client::over(client, "")?;
+        let mut buf = vec![0u8; 512];
+        c.read_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn a_hostile_server_gets_errors_never_a_panic() {
+        let good = good();
+        assert_eq!(run(&good).unwrap(), vec![0xab; 512]);
+        // Every truncation fails cleanly.
+        for n in 0..good.len() {
+            assert!(run(&good[..n]).is_err(), "truncated at {n}");
+        }
+        // Every single flipped byte either still works or fails cleanly.
+        for i in 0..good.len() - 512 {
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            let _ = run(&bad);
+        }
+        // A reply claiming a huge option payload is refused before allocating it.
+        let mut huge = good.clone();
+        let len_at = 18 + 8 + 4 + 4;
+        huge[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = run(&huge).unwrap_err();
+        assert!(e.to_string().contains("NBD_OPT_GO"), "{e}");
     }
 }
