@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/vms/{name}/copy-file"),
     ("POST", "/v1/vms/{name}/media"),
     ("POST", "/v1/vms/{name}/memory"),
+    ("POST", "/v1/vms/{name}/clone"),
     ("GET", "/v1/vms/{name}/checkpoints"),
     ("POST", "/v1/vms/{name}/checkpoints"),
     ("PATCH", "/v1/vms/{name}/checkpoints/{checkpoint}"),

@@ -355,6 +355,9 @@ pub struct CreateVm {
     /// What turning the VM off or shutting it down does with its undo disks.
     #[serde(default, skip_serializing_if = "is_default")]
     pub undo_action: UndoAction,
+    /// A template: it never starts; its disk files are read-only, parents of linked clones.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub template: bool,
     /// KVM, TCG or auto (default).
     #[serde(default)]
     pub accelerator: Accelerator,
@@ -456,6 +459,9 @@ pub struct SetVm {
     /// The undo action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_action: Option<UndoAction>,
+    /// A template or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<bool>,
     /// The versioned machine type (`pc` pins this host's newest i440FX type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
@@ -573,6 +579,8 @@ pub struct VmDetails {
     pub undo_action: UndoAction,
     /// Whether undo disks are kept (they hold changes not committed or discarded yet).
     pub undo_kept: bool,
+    /// Whether it is a template.
+    pub template: bool,
     /// Whether its guest agent answers.
     pub heartbeat: crate::Heartbeat,
     /// What the guest agent last reported (while the VM is active).
@@ -623,6 +631,17 @@ pub struct ShutdownRequest {
     /// This time's undo action (default: the VM's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<UndoAction>,
+}
+
+/// `POST /v1/vms/{name}/clone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneVm {
+    /// The new VM's name.
+    pub name: String,
+    /// Differencing disks over the source's (which must be a template) instead of full copies.
+    #[serde(default)]
+    pub linked: bool,
 }
 
 /// `POST /v1/vms/{name}/stop` (optional body).

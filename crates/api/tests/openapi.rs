@@ -168,9 +168,12 @@ fn check_operations(spec: &Value) -> Vec<String> {
             continue;
         };
         // Deleting a part of a switch or VM (a reservation, a forward, a NIC, a checkpoint) replies
-        // 200 with it; taking a checkpoint replies 201 with the VM's checkpoints.
+        // 200 with it; taking a checkpoint replies 201 with the VM's checkpoints, a clone 201 with it.
         let expected = match (method.as_str(), path.as_str()) {
-            ("POST", "/v1/vms" | "/v1/switches" | "/v1/vms/{name}/checkpoints") => "201",
+            (
+                "POST",
+                "/v1/vms" | "/v1/switches" | "/v1/vms/{name}/checkpoints" | "/v1/vms/{name}/clone",
+            ) => "201",
             ("DELETE", "/v1/vms/{name}" | "/v1/switches/{name}") => "204",
             _ => "200",
         };
@@ -308,6 +311,12 @@ const BODIES: &[(&str, &str, RequestBody, &str)] = &[
         "/v1/vms/{name}/checkpoints/{checkpoint}/apply",
         Some(("ApplyCheckpoint", false)),
         "[CheckpointInfo]",
+    ),
+    (
+        "POST",
+        "/v1/vms/{name}/clone",
+        Some(("CloneVm", true)),
+        "VmDetails",
     ),
     (
         "POST",
@@ -713,6 +722,7 @@ fn details() -> VmDetails {
         undo_disks: true,
         undo_action: UndoAction::Commit,
         undo_kept: true,
+        template: false,
         heartbeat: Heartbeat::Ok,
         guest: Some(guest_info()),
         checkpoints: 2,
@@ -790,6 +800,7 @@ fn cases() -> Vec<Case> {
         tpm: true,
         undo_disks: true,
         undo_action: UndoAction::Commit,
+        template: true,
         accelerator: Accelerator::Tcg,
         machine: Some(s("pc-q35-9.2")),
         start_action: StartAction::Always,
@@ -820,6 +831,7 @@ fn cases() -> Vec<Case> {
         tpm: Some(true),
         undo_disks: Some(true),
         undo_action: Some(UndoAction::Discard),
+        template: Some(false),
         machine: Some(s("q35")),
         kernel: Some(kernel()),
         start_action: Some(StartAction::IfRunning),
@@ -841,6 +853,7 @@ fn cases() -> Vec<Case> {
         tpm: false,
         undo_disks: false,
         undo_action: UndoAction::Keep,
+        template: false,
         heartbeat: Heartbeat::None,
         guest: None,
         checkpoints: 0,
@@ -1008,6 +1021,16 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(&details(), &minimal_details),
+        case(
+            &CloneVm {
+                name: s("web-2"),
+                linked: true,
+            },
+            &CloneVm {
+                name: s("web-3"),
+                linked: false,
+            },
+        ),
         case(
             &ShutdownRequest {
                 timeout_secs: Some(30),

@@ -103,6 +103,17 @@ pub enum VmCommand {
         #[arg(long)]
         undo: Option<String>,
     },
+    /// A new VM with this one's settings and new MACs: full copies of its disks, or with
+    /// --linked differencing disks over a template's.
+    Clone {
+        source: String,
+        name: String,
+        /// Differencing disks over the source's (the source must be a template)
+        #[arg(long)]
+        linked: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Merge a VM's kept undo disks into its disks (the VM off).
     CommitUndo(Target),
     /// Throw a VM's kept undo disks away (the VM off).
@@ -219,6 +230,9 @@ pub struct Settings {
     /// What turning the VM off does with its undo disks: keep (default), commit or discard
     #[arg(long)]
     undo_action: Option<String>,
+    /// A template (never starts; its disks become read-only parents of linked clones): on or off
+    #[arg(long)]
+    template: Option<String>,
     /// A floppy image (raw, .img/.vfd) in drive A: ("" empties it)
     #[arg(long)]
     floppy: Option<String>,
@@ -340,6 +354,7 @@ impl Settings {
             tpm: on_off("tpm", self.tpm.as_deref())?,
             undo_disks: on_off("undo-disks", self.undo_disks.as_deref())?,
             undo_action: enum_opt("undo action", self.undo_action.as_deref())?,
+            template: on_off("template", self.template.as_deref())?,
             floppy: match self.floppy.as_deref() {
                 None => None,
                 Some("") => Some(String::new()),
@@ -435,7 +450,8 @@ impl Settings {
             secure_boot,
             tpm,
             undo_disks,
-            undo_action
+            undo_action,
+            template
         );
         vm.cdrom = s.cdrom.filter(|c| !c.is_empty());
         vm.floppy = s.floppy.filter(|f| !f.is_empty());
@@ -516,6 +532,16 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
         VmCommand::Stop { target, undo } => {
             let undo = enum_opt::<strata_api::UndoAction>("undo action", undo.as_deref())?;
             action(&c, &target, "stop", undo.map(|u| json!({ "undo": u })))?
+        }
+        VmCommand::Clone {
+            source,
+            name,
+            linked,
+            json,
+        } => {
+            let body = serde_json::to_value(strata_api::CloneVm { name, linked })?;
+            let path = format!("{}/clone", vm_path(&source));
+            print_vm(&c.json("POST", &path, Some(body))?, json)?
         }
         VmCommand::CommitUndo(t) => action(&c, &t, "commit-undo", None)?,
         VmCommand::DiscardUndo(t) => action(&c, &t, "discard-undo", None)?,

@@ -15,9 +15,9 @@ use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
-    ApiError, ApplyCheckpoint, ChangeMedia, CopyFile, CreateCheckpoint, CreateSwitch, CreateVm,
-    DeleteCheckpointQuery, DeleteQuery, DiskSpec, EventQuery, MemoryTarget, NicSpec, PortForward,
-    Proto, RenameCheckpoint, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
+    ApiError, ApplyCheckpoint, ChangeMedia, CloneVm, CopyFile, CreateCheckpoint, CreateSwitch,
+    CreateVm, DeleteCheckpointQuery, DeleteQuery, DiskSpec, EventQuery, MemoryTarget, NicSpec,
+    PortForward, Proto, RenameCheckpoint, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
     TurnOffRequest, UndoAction,
 };
 
@@ -109,7 +109,10 @@ async fn blocking<T: Send + 'static>(
 async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> {
     let created = matches!(
         cmd,
-        Command::Create(_) | Command::CreateSwitch(_) | Command::CreateCheckpoint(..)
+        Command::Create(_)
+            | Command::CreateSwitch(_)
+            | Command::CreateCheckpoint(..)
+            | Command::Clone(..)
     );
     let reply = blocking(move || svc.execute(cmd, &user)).await?;
     Ok(match reply {
@@ -405,6 +408,15 @@ async fn apply_checkpoint(
     run(s, Command::ApplyCheckpoint(name, Some(cp), req.force), p.0).await
 }
 
+async fn clone_vm(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<CloneVm>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::Clone(name, body?.0), p.0).await
+}
+
 async fn add_disk(
     State(s): Svc,
     ConnectInfo(p): ConnectInfo<Peer>,
@@ -481,6 +493,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/vms/{name}/copy-file", post(copy_file))
         .route("/v1/vms/{name}/media", post(change_media))
         .route("/v1/vms/{name}/memory", post(set_memory))
+        .route("/v1/vms/{name}/clone", post(clone_vm))
         .route(
             "/v1/vms/{name}/checkpoints",
             get(checkpoints).post(create_checkpoint),

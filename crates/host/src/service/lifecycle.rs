@@ -56,6 +56,7 @@ fn offline_change(set: &SetVm, state: VmState) -> Option<&'static str> {
         ("secure boot", set.secure_boot.is_some()),
         ("TPM", set.tpm.is_some()),
         ("undo disks", set.undo_disks.is_some()),
+        ("template setting", set.template.is_some()),
         // A saved VM may change accelerator: the saved state's own check decides at start.
         (
             "accelerator",
@@ -94,6 +95,7 @@ fn apply(vm: &mut CreateVm, set: SetVm) -> Vec<&'static str> {
     apply!(tpm, "TPM");
     apply!(undo_disks, "undo disks");
     apply!(undo_action, "undo action");
+    apply!(template, "template");
     apply!(start_action, "start action");
     apply!(start_delay_secs, "start delay");
     apply!(stop_action, "stop action");
@@ -134,6 +136,9 @@ impl Service {
             None => None,
         };
         self.check_undo_change(name, &c, &set)?;
+        if let Some(on) = set.template.filter(|t| *t != c.vm.template) {
+            self.set_template(&c, on)?;
+        }
         let old_disks = c.vm.disks.clone();
         let mut changed = apply(&mut c.vm, set.clone());
         if set.disks.is_some() {
@@ -223,6 +228,13 @@ impl Service {
         if st.state.is_active() {
             return Err(busy(name, st.state, "delete it"));
         }
+        let clones = self.linked_clones(&c);
+        if !clones.is_empty() {
+            return Err(HostError::conflict(format!(
+                "VM '{name}' has linked clones ({}): its disks are their parents; delete the clones first",
+                clones.join(", ")
+            )));
+        }
         let mut removed = Vec::new();
         let dir = self.home.vm_dir(name);
         if delete_disks {
@@ -280,6 +292,11 @@ impl Service {
         // An interrupted checkpoint or merge is finished before the disks are used.
         self.checkpoint_state(name)?;
         let (c, st) = self.current_locked(name)?;
+        if c.vm.template {
+            return Err(HostError::conflict(format!(
+                "VM '{name}' is a template: it never starts; clone it (`strata vm clone {name} NEW --linked`)"
+            )));
+        }
         let restore = match st.state {
             VmState::Off | VmState::Crashed => false,
             VmState::Saved => true,

@@ -4,6 +4,7 @@
 //! transitional state after its worker died.
 
 mod checkpoints;
+mod clone;
 mod dhcp;
 mod disks;
 mod firewall;
@@ -87,6 +88,8 @@ pub enum Command {
     Shutdown(String, Option<u32>, Option<UndoAction>),
     /// Turn off (with this time's undo action).
     TurnOff(String, Option<UndoAction>),
+    /// Clone a VM (its name, linked).
+    Clone(String, strata_api::CloneVm),
     /// Commit or discard a VM's kept undo disks (the VM off).
     Undo(String, UndoAction),
     /// Reset.
@@ -157,6 +160,7 @@ impl Command {
             Self::Shutdown(..) => "Shutdown",
             Self::TurnOff(..) => "TurnOff",
             Self::Undo(..) => "Undo",
+            Self::Clone(..) => "Clone",
             Self::Reset(_) => "Reset",
             Self::Pause(_) => "Pause",
             Self::Resume(_) => "Resume",
@@ -197,6 +201,7 @@ impl Command {
             | Self::Shutdown(n, ..)
             | Self::TurnOff(n, _)
             | Self::Undo(n, _)
+            | Self::Clone(n, _)
             | Self::Reset(n)
             | Self::Pause(n)
             | Self::Resume(n)
@@ -341,6 +346,9 @@ impl Service {
                 self.undo_once(&name, undo, user)?;
                 self.control(&name, Verb::TurnOff, user)
                     .and_then(|()| vm(&name))
+            }
+            Command::Clone(src, req) => {
+                self.clone_vm(&src, &req, user).and_then(|()| vm(&req.name))
             }
             Command::Undo(name, action) => self.undo(&name, action, user).and_then(|()| vm(&name)),
             Command::Reset(name) => self
@@ -587,6 +595,7 @@ impl Service {
             undo_disks: vm.undo_disks,
             undo_action: vm.undo_action,
             undo_kept,
+            template: vm.template,
             heartbeat: if active {
                 st.heartbeat
             } else {

@@ -332,3 +332,63 @@ fn undo_disks_keep_commit_and_discard_all_disks_together() {
         h.ok(&["disk", "check", &s(d)]);
     }
 }
+
+fn sha(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn linked_clones_of_a_template_boot_and_write_while_the_template_stays_the_same() {
+    let h = Host::new();
+    let disk = h.home().join("gold.vhd");
+    h.ok(&["disk", "create", &s(&disk), "--size", "16M"]);
+    let g = console_guest(&h, "tmpl");
+    vm_create(&h, "gold", &g, &["--disk", &s(&disk), "--nic", "virtio"]);
+    session(&h, "gold", "g", "", Some("GOLD"));
+    let err = h.fails(&["vm", "clone", "gold", "c1", "--linked"]);
+    assert!(err.contains("is not a template"), "{err}");
+    h.ok(&["vm", "set", "gold", "--template", "on"]);
+    let before = sha(&disk);
+    let err = h.fails(&["vm", "start", "gold"]);
+    assert!(err.contains("is a template: it never starts"), "{err}");
+    let gold = h.json(&["vm", "show", "gold", "--json"]);
+    assert_eq!(gold["template"], true);
+    for (name, mark) in [("c1", "ONE1"), ("c2", "TWO2")] {
+        let v = h.json(&["vm", "clone", "gold", name, "--linked", "--json"]);
+        assert_ne!(v["nics"][0]["mac"], gold["nics"][0]["mac"], "a new MAC");
+        assert_eq!(v["template"], false);
+        session(&h, name, name, "GOLD", Some(mark));
+        session(&h, name, &format!("{name}b"), mark, None);
+    }
+    assert_eq!(sha(&disk), before, "the template's disk is unchanged");
+    // Its disk is read-only now, and it cannot stop being a template or go while clones exist.
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+    };
+    assert_eq!(mode(&disk) & 0o222, 0, "read-only");
+    let err = h.fails(&["vm", "set", "gold", "--template", "off"]);
+    assert!(err.contains("has linked clones (c1, c2)"), "{err}");
+    let err = h.fails(&["vm", "delete", "gold"]);
+    assert!(err.contains("has linked clones"), "{err}");
+    // A full clone stands alone.
+    let v = h.json(&["vm", "clone", "gold", "full", "--json"]);
+    let own = v["disks"][0]["path"].as_str().unwrap().to_string();
+    let info = h.json(&["disk", "inspect", &own, "--json"]);
+    assert_eq!(info["type"], "dynamic", "{info}");
+    session(&h, "full", "f", "GOLD", None);
+    for c in ["c1", "c2"] {
+        h.ok(&["vm", "delete", c, "--delete-disks"]);
+    }
+    h.ok(&["vm", "set", "gold", "--template", "off"]);
+    assert_ne!(mode(&disk) & 0o200, 0, "writable again");
+    let err = h.fails(&["vm", "clone", "gold", "full"]);
+    assert!(err.contains("a VM named 'full' already exists"), "{err}");
+}
