@@ -43,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/vms/{name}/copy-file"),
     ("POST", "/v1/vms/{name}/media"),
     ("POST", "/v1/vms/{name}/memory"),
+    ("POST", "/v1/vms/import"),
+    ("POST", "/v1/vms/{name}/export"),
     ("POST", "/v1/vms/{name}/clone"),
     ("GET", "/v1/vms/{name}/checkpoints"),
     ("POST", "/v1/vms/{name}/checkpoints"),

@@ -633,6 +633,32 @@ pub struct ShutdownRequest {
     pub undo: Option<UndoAction>,
 }
 
+/// `POST /v1/vms/{name}/export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportVm {
+    /// The folder to write (absolute, on the host; missing or empty).
+    pub dir: String,
+}
+
+/// `POST /v1/vms/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportVm {
+    /// The export folder (absolute, on the host).
+    pub dir: String,
+    /// The VM's name (default: the exported VM's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Use the export's disk files where they are instead of copying them into the VM's folder
+    /// (the VM keeps its id and MACs unless `new_id`).
+    #[serde(default)]
+    pub in_place: bool,
+    /// A new id and new MACs (always so for a copy).
+    #[serde(default)]
+    pub new_id: bool,
+}
+
 /// `POST /v1/vms/{name}/clone`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

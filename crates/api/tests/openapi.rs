@@ -172,7 +172,11 @@ fn check_operations(spec: &Value) -> Vec<String> {
         let expected = match (method.as_str(), path.as_str()) {
             (
                 "POST",
-                "/v1/vms" | "/v1/switches" | "/v1/vms/{name}/checkpoints" | "/v1/vms/{name}/clone",
+                "/v1/vms"
+                | "/v1/switches"
+                | "/v1/vms/{name}/checkpoints"
+                | "/v1/vms/{name}/clone"
+                | "/v1/vms/import",
             ) => "201",
             ("DELETE", "/v1/vms/{name}" | "/v1/switches/{name}") => "204",
             _ => "200",
@@ -311,6 +315,18 @@ const BODIES: &[(&str, &str, RequestBody, &str)] = &[
         "/v1/vms/{name}/checkpoints/{checkpoint}/apply",
         Some(("ApplyCheckpoint", false)),
         "[CheckpointInfo]",
+    ),
+    (
+        "POST",
+        "/v1/vms/import",
+        Some(("ImportVm", true)),
+        "VmDetails",
+    ),
+    (
+        "POST",
+        "/v1/vms/{name}/export",
+        Some(("ExportVm", true)),
+        "VmDetails",
     ),
     (
         "POST",
@@ -1021,6 +1037,28 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(&details(), &minimal_details),
+        case(
+            &ExportVm {
+                dir: s("/srv/export/web-1"),
+            },
+            &ExportVm {
+                dir: s("/srv/export/web-2"),
+            },
+        ),
+        case(
+            &ImportVm {
+                dir: s("/srv/export/web-1"),
+                name: Some(s("web-9")),
+                in_place: true,
+                new_id: true,
+            },
+            &ImportVm {
+                dir: s("/srv/export/web-1"),
+                name: None,
+                in_place: false,
+                new_id: false,
+            },
+        ),
         case(
             &CloneVm {
                 name: s("web-2"),

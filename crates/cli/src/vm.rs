@@ -114,6 +114,30 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export a VM to a folder (off, saved, or running: through a checkpoint, without stopping
+    /// it): settings, disks (chains flattened), saved state, firmware state, a manifest.
+    Export {
+        name: String,
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a VM from an export folder (checked against its manifest first): its disks are
+    /// copied into the VM's folder (new id and MACs), or used in place (--in-place).
+    Import {
+        dir: std::path::PathBuf,
+        /// The VM's name (default: the exported VM's)
+        #[arg(long)]
+        name: Option<String>,
+        /// Use the export's disks where they are (keeps the id and MACs unless --new-id)
+        #[arg(long)]
+        in_place: bool,
+        /// A new id and new MACs
+        #[arg(long)]
+        new_id: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Merge a VM's kept undo disks into its disks (the VM off).
     CommitUndo(Target),
     /// Throw a VM's kept undo disks away (the VM off).
@@ -542,6 +566,28 @@ pub fn run(cmd: VmCommand) -> Result<ExitCode> {
             let body = serde_json::to_value(strata_api::CloneVm { name, linked })?;
             let path = format!("{}/clone", vm_path(&source));
             print_vm(&c.json("POST", &path, Some(body))?, json)?
+        }
+        VmCommand::Export { name, dir, json } => {
+            let body = serde_json::to_value(strata_api::ExportVm {
+                dir: absolute(&dir.display().to_string())?,
+            })?;
+            let path = format!("{}/export", vm_path(&name));
+            print_vm(&c.json("POST", &path, Some(body))?, json)?
+        }
+        VmCommand::Import {
+            dir,
+            name,
+            in_place,
+            new_id,
+            json,
+        } => {
+            let body = serde_json::to_value(strata_api::ImportVm {
+                dir: absolute(&dir.display().to_string())?,
+                name,
+                in_place,
+                new_id,
+            })?;
+            print_vm(&c.json("POST", "/v1/vms/import", Some(body))?, json)?
         }
         VmCommand::CommitUndo(t) => action(&c, &t, "commit-undo", None)?,
         VmCommand::DiscardUndo(t) => action(&c, &t, "discard-undo", None)?,

@@ -16,9 +16,9 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use strata_api::{
     ApiError, ApplyCheckpoint, ChangeMedia, CloneVm, CopyFile, CreateCheckpoint, CreateSwitch,
-    CreateVm, DeleteCheckpointQuery, DeleteQuery, DiskSpec, EventQuery, MemoryTarget, NicSpec,
-    PortForward, Proto, RenameCheckpoint, Reservation, SetNic, SetSwitch, SetVm, ShutdownRequest,
-    TurnOffRequest, UndoAction,
+    CreateVm, DeleteCheckpointQuery, DeleteQuery, DiskSpec, EventQuery, ExportVm, ImportVm,
+    MemoryTarget, NicSpec, PortForward, Proto, RenameCheckpoint, Reservation, SetNic, SetSwitch,
+    SetVm, ShutdownRequest, TurnOffRequest, UndoAction,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -113,6 +113,7 @@ async fn run(svc: Arc<Service>, cmd: Command, user: String) -> Result<Response> 
             | Command::CreateSwitch(_)
             | Command::CreateCheckpoint(..)
             | Command::Clone(..)
+            | Command::Import(_)
     );
     let reply = blocking(move || svc.execute(cmd, &user)).await?;
     Ok(match reply {
@@ -408,6 +409,23 @@ async fn apply_checkpoint(
     run(s, Command::ApplyCheckpoint(name, Some(cp), req.force), p.0).await
 }
 
+async fn export_vm(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<ExportVm>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::Export(name, body?.0), p.0).await
+}
+
+async fn import_vm(
+    State(s): Svc,
+    ConnectInfo(p): ConnectInfo<Peer>,
+    body: std::result::Result<Json<ImportVm>, JsonRejection>,
+) -> Result<Response> {
+    run(s, Command::Import(body?.0), p.0).await
+}
+
 async fn clone_vm(
     State(s): Svc,
     ConnectInfo(p): ConnectInfo<Peer>,
@@ -493,6 +511,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/vms/{name}/copy-file", post(copy_file))
         .route("/v1/vms/{name}/media", post(change_media))
         .route("/v1/vms/{name}/memory", post(set_memory))
+        .route("/v1/vms/import", post(import_vm))
+        .route("/v1/vms/{name}/export", post(export_vm))
         .route("/v1/vms/{name}/clone", post(clone_vm))
         .route(
             "/v1/vms/{name}/checkpoints",

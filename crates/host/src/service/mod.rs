@@ -5,8 +5,10 @@
 
 mod checkpoints;
 mod clone;
+mod command;
 mod dhcp;
 mod disks;
+mod export;
 mod firewall;
 mod guest;
 mod lifecycle;
@@ -17,6 +19,7 @@ mod switch_plan;
 mod switches;
 mod undo;
 
+pub use command::Command;
 pub use undo::{apply as undo_apply, done as undo_done};
 mod validate;
 
@@ -26,9 +29,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use strata_api::{
-    Accelerator, ChangeMedia, CreateSwitch, CreateVm, DiskInfo, DiskSpec, Event, HostInfo, NicInfo,
-    NicSpec, PortForward, Proto, Reservation, SetNic, SetSwitch, SetVm, StopVmsReport, SwitchInfo,
-    UndoAction, VmDetails, VmState, VmSummary,
+    Accelerator, CreateVm, DiskInfo, Event, HostInfo, NicInfo, StopVmsReport, SwitchInfo,
+    VmDetails, VmState, VmSummary,
 };
 
 use crate::error::{ErrorKind, HostError};
@@ -66,171 +68,6 @@ fn after_worker_death(mut st: Status, saved_state_complete: bool) -> Status {
     st.memory_available_mib = None;
     st.memory_target = None;
     st
-}
-
-/// A management request, whoever sent it.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Define a new VM.
-    Create(CreateVm),
-    /// Change a VM's settings.
-    Set(String, SetVm),
-    /// Delete a VM (and its disk files if asked).
-    Delete {
-        /// The VM.
-        name: String,
-        /// Also delete the disk files.
-        delete_disks: bool,
-    },
-    /// Start (or restore a saved VM).
-    Start(String),
-    /// ACPI shut-down, turned off after the timeout (with this time's undo action).
-    Shutdown(String, Option<u32>, Option<UndoAction>),
-    /// Turn off (with this time's undo action).
-    TurnOff(String, Option<UndoAction>),
-    /// Clone a VM (its name, linked).
-    Clone(String, strata_api::CloneVm),
-    /// Commit or discard a VM's kept undo disks (the VM off).
-    Undo(String, UndoAction),
-    /// Reset.
-    Reset(String),
-    /// Pause.
-    Pause(String),
-    /// Resume.
-    Resume(String),
-    /// Save the state.
-    Save(String),
-    /// Drop a saved state (the VM becomes off).
-    DiscardSaved(String),
-    /// The host is shutting down: apply each running VM's automatic stop action.
-    StopVms,
-    /// Create a virtual switch.
-    CreateSwitch(CreateSwitch),
-    /// Delete a virtual switch (refused while NICs use it).
-    DeleteSwitch(String),
-    /// Change a switch's settings.
-    SetSwitch(String, SetSwitch),
-    /// Reserve an address on a switch for a MAC.
-    Reserve(String, Reservation),
-    /// Remove a MAC's reservation on a switch.
-    Unreserve(String, String),
-    /// Add a NAT port forward to a switch.
-    AddForward(String, PortForward),
-    /// Remove a switch's port forward of (protocol, host port).
-    RemoveForward(String, Proto, u16),
-    /// Add a network adapter to a VM (also while it runs).
-    AddNic(String, NicSpec),
-    /// Change a VM's network adapter (by index or MAC).
-    SetNic(String, String, SetNic),
-    /// Remove a VM's network adapter (by index or MAC).
-    RemoveNic(String, String),
-    /// List a VM's checkpoints.
-    Checkpoints(String),
-    /// Take a checkpoint (its name, or the default).
-    CreateCheckpoint(String, Option<String>),
-    /// Apply a checkpoint (by id or name; none: revert to the current one), turning a running
-    /// VM off first when `force`.
-    ApplyCheckpoint(String, Option<String>, bool),
-    /// Rename a checkpoint.
-    RenameCheckpoint(String, String, String),
-    /// Delete a checkpoint (with its subtree when true).
-    DeleteCheckpoint(String, String, bool),
-    /// Attach a disk to a VM (also while it runs: virtio or SCSI).
-    AddDisk(String, DiskSpec),
-    /// Detach a VM's disk (by index or path; the file is kept).
-    RemoveDisk(String, String),
-    /// Insert an ISO in a VM's CD/DVD drive, or eject it (also while it runs).
-    ChangeMedia(String, ChangeMedia),
-    /// Set a running VM's dynamic-memory target (MiB).
-    SetMemory(String, u32),
-    /// Freeze a running guest's file systems (through its agent).
-    Freeze(String),
-    /// Thaw them.
-    Thaw(String),
-}
-
-impl Command {
-    /// The request's name, for the event log (the variant's name).
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Create(_) => "Create",
-            Self::Set(..) => "Set",
-            Self::Delete { .. } => "Delete",
-            Self::Start(_) => "Start",
-            Self::Shutdown(..) => "Shutdown",
-            Self::TurnOff(..) => "TurnOff",
-            Self::Undo(..) => "Undo",
-            Self::Clone(..) => "Clone",
-            Self::Reset(_) => "Reset",
-            Self::Pause(_) => "Pause",
-            Self::Resume(_) => "Resume",
-            Self::Save(_) => "Save",
-            Self::DiscardSaved(_) => "DiscardSaved",
-            Self::StopVms => "StopVms",
-            Self::CreateSwitch(_) => "CreateSwitch",
-            Self::DeleteSwitch(_) => "DeleteSwitch",
-            Self::SetSwitch(..) => "SetSwitch",
-            Self::Reserve(..) => "Reserve",
-            Self::Unreserve(..) => "Unreserve",
-            Self::AddForward(..) => "AddForward",
-            Self::RemoveForward(..) => "RemoveForward",
-            Self::AddNic(..) => "AddNic",
-            Self::SetNic(..) => "SetNic",
-            Self::RemoveNic(..) => "RemoveNic",
-            Self::AddDisk(..) => "AddDisk",
-            Self::Checkpoints(_) => "Checkpoints",
-            Self::CreateCheckpoint(..) => "CreateCheckpoint",
-            Self::ApplyCheckpoint(..) => "ApplyCheckpoint",
-            Self::RenameCheckpoint(..) => "RenameCheckpoint",
-            Self::DeleteCheckpoint(..) => "DeleteCheckpoint",
-            Self::RemoveDisk(..) => "RemoveDisk",
-            Self::Freeze(_) => "Freeze",
-            Self::ChangeMedia(..) => "ChangeMedia",
-            Self::SetMemory(..) => "SetMemory",
-            Self::Thaw(_) => "Thaw",
-        }
-    }
-
-    /// The VM it concerns, if one.
-    fn target(&self) -> Option<&str> {
-        match self {
-            Self::Create(spec) => Some(&spec.name),
-            Self::Set(n, _)
-            | Self::Delete { name: n, .. }
-            | Self::Start(n)
-            | Self::Shutdown(n, ..)
-            | Self::TurnOff(n, _)
-            | Self::Undo(n, _)
-            | Self::Clone(n, _)
-            | Self::Reset(n)
-            | Self::Pause(n)
-            | Self::Resume(n)
-            | Self::Save(n)
-            | Self::DiscardSaved(n)
-            | Self::AddNic(n, _)
-            | Self::SetNic(n, ..)
-            | Self::RemoveNic(n, _)
-            | Self::AddDisk(n, _)
-            | Self::Checkpoints(n)
-            | Self::CreateCheckpoint(n, _)
-            | Self::ApplyCheckpoint(n, ..)
-            | Self::RenameCheckpoint(n, ..)
-            | Self::DeleteCheckpoint(n, ..)
-            | Self::RemoveDisk(n, _)
-            | Self::Freeze(n)
-            | Self::Thaw(n)
-            | Self::ChangeMedia(n, _)
-            | Self::SetMemory(n, _) => Some(n),
-            Self::StopVms
-            | Self::CreateSwitch(_)
-            | Self::DeleteSwitch(_)
-            | Self::SetSwitch(..)
-            | Self::Reserve(..)
-            | Self::Unreserve(..)
-            | Self::AddForward(..)
-            | Self::RemoveForward(..) => None,
-        }
-    }
 }
 
 /// What a command produced.
@@ -325,7 +162,6 @@ impl Service {
 
     fn run(&self, cmd: Command, user: &str) -> Result<Reply, HostError> {
         let vm = |name: &str| self.show(name).map(|d| Reply::Vm(Box::new(d)));
-        let sw = |name: &str| self.switch(name).map(|s| Reply::Switch(Box::new(s)));
         match cmd {
             Command::Create(spec) => self.create(spec, user).and_then(|n| vm(&n)),
             Command::Set(name, set) => self.set(&name, set, user).and_then(|()| vm(&name)),
@@ -347,10 +183,10 @@ impl Service {
                 self.control(&name, Verb::TurnOff, user)
                     .and_then(|()| vm(&name))
             }
-            Command::Clone(src, req) => {
-                self.clone_vm(&src, &req, user).and_then(|()| vm(&req.name))
-            }
-            Command::Undo(name, action) => self.undo(&name, action, user).and_then(|()| vm(&name)),
+            c @ (Command::Export(..)
+            | Command::Import(_)
+            | Command::Clone(..)
+            | Command::Undo(..)) => self.portable_command(c, user),
             Command::Reset(name) => self
                 .control(&name, Verb::Reset, user)
                 .and_then(|()| vm(&name)),
@@ -365,24 +201,13 @@ impl Service {
                 .and_then(|()| vm(&name)),
             Command::DiscardSaved(name) => self.discard_saved(&name, user).and_then(|()| vm(&name)),
             Command::StopVms => Ok(Reply::Stopped(self.stop_vms(user))),
-            Command::CreateSwitch(spec) => self
-                .create_switch(spec, user)
-                .and_then(|n| self.switch(&n))
-                .map(|s| Reply::Switch(Box::new(s))),
-            Command::DeleteSwitch(name) => self.delete_switch(&name, user).map(|()| Reply::Deleted),
-            Command::SetSwitch(name, set) => {
-                self.set_switch(&name, set, user).and_then(|()| sw(&name))
-            }
-            Command::Reserve(name, r) => self.reserve(&name, r, user).and_then(|()| sw(&name)),
-            Command::Unreserve(name, mac) => {
-                self.unreserve(&name, &mac, user).and_then(|()| sw(&name))
-            }
-            Command::AddForward(name, f) => {
-                self.add_forward(&name, f, user).and_then(|()| sw(&name))
-            }
-            Command::RemoveForward(name, proto, port) => self
-                .remove_forward(&name, proto, port, user)
-                .and_then(|()| sw(&name)),
+            c @ (Command::CreateSwitch(_)
+            | Command::DeleteSwitch(_)
+            | Command::SetSwitch(..)
+            | Command::Reserve(..)
+            | Command::Unreserve(..)
+            | Command::AddForward(..)
+            | Command::RemoveForward(..)) => self.switch_command(c, user),
             Command::AddNic(name, spec) => self.add_nic(&name, spec, user).and_then(|()| vm(&name)),
             Command::SetNic(name, nic, set) => self
                 .set_nic(&name, &nic, set, user)
@@ -682,7 +507,17 @@ impl Service {
         Ok(String::from_utf8_lossy(&data[start..]).into_owned())
     }
 
-    fn create(&self, mut spec: CreateVm, user: &str) -> Result<String, HostError> {
+    fn create(&self, spec: CreateVm, user: &str) -> Result<String, HostError> {
+        self.create_with_id(spec, None, user)
+    }
+
+    /// Creates a VM; its id is `id` (an imported VM's, kept) or a new one.
+    fn create_with_id(
+        &self,
+        mut spec: CreateVm,
+        id: Option<String>,
+        user: &str,
+    ) -> Result<String, HostError> {
         let _g = self.define.lock().unwrap_or_else(|p| p.into_inner());
         validate::name(&spec.name)?;
         if self.home.vm_dir(&spec.name).join("vm.toml").exists() {
@@ -717,7 +552,7 @@ impl Service {
         crate::qemu::firmware::check(&spec, spec.machine.as_deref().unwrap_or_default())?;
         let config = VmConfig {
             schema: SCHEMA,
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             vm: spec,
         };
         self.home.save(&config)?;

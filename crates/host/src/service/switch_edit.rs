@@ -48,6 +48,32 @@ fn apply_set(s: &mut CreateSwitch, set: SetSwitch) -> Vec<&'static str> {
 }
 
 impl Service {
+    /// Carries out a switch command; the reply is the switch afterwards (none when deleted).
+    pub(super) fn switch_command(
+        &self,
+        cmd: super::Command,
+        user: &str,
+    ) -> Result<super::Reply, HostError> {
+        use super::Command;
+        let name = match cmd {
+            Command::CreateSwitch(spec) => self.create_switch(spec, user)?,
+            Command::DeleteSwitch(name) => {
+                self.delete_switch(&name, user)?;
+                return Ok(super::Reply::Deleted);
+            }
+            Command::SetSwitch(name, set) => self.set_switch(&name, set, user).map(|()| name)?,
+            Command::Reserve(name, r) => self.reserve(&name, r, user).map(|()| name)?,
+            Command::Unreserve(name, mac) => self.unreserve(&name, &mac, user).map(|()| name)?,
+            Command::AddForward(name, f) => self.add_forward(&name, f, user).map(|()| name)?,
+            Command::RemoveForward(name, proto, port) => self
+                .remove_forward(&name, proto, port, user)
+                .map(|()| name)?,
+            _ => return Err(HostError::internal("not a switch command")),
+        };
+        self.switch(&name)
+            .map(|s| super::Reply::Switch(Box::new(s)))
+    }
+
     /// Changes switch `name` with `edit` (which says what it did, or refuses), then applies the
     /// result; on failure the old settings are saved and applied again.
     fn edit_switch(

@@ -22,8 +22,13 @@ fn invalid(msg: String) -> HostError {
     HostError::invalid(msg)
 }
 
-/// Whether `name` is a valid VM name.
+/// Whether `name` is a valid VM name ("import" is taken by the API's `/v1/vms/import`).
 pub fn name(name: &str) -> Result<(), HostError> {
+    if name == "import" {
+        return Err(invalid(
+            "VM name 'import' is reserved (the API's /v1/vms/import): choose another".into(),
+        ));
+    }
     object_name("VM", name)
 }
 

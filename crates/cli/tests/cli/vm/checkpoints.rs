@@ -392,3 +392,78 @@ fn linked_clones_of_a_template_boot_and_write_while_the_template_stays_the_same(
     let err = h.fails(&["vm", "clone", "gold", "full"]);
     assert!(err.contains("a VM named 'full' already exists"), "{err}");
 }
+
+#[test]
+fn a_running_vm_is_exported_and_imported_elsewhere_as_a_copy() {
+    let h = Host::new();
+    let disk = h.home().join("ex.vhd");
+    h.ok(&["disk", "create", &s(&disk), "--size", "16M"]);
+    let g = console_guest(&h, "export");
+    let v = vm_create(&h, "e", &g, &["--disk", &s(&disk), "--nic", "virtio"]);
+    let mac = v["nics"][0]["mac"].clone();
+    h.ok(&["vm", "start", "e"]);
+    h.wait_console("e", "READY", T);
+    assert_eq!(says(&h, "e", "w", &write("EXPO")), "ok");
+    let out = h.home().join("export-e");
+    h.ok(&["vm", "export", "e", &s(&out)]);
+    assert_eq!(h.state("e"), "running", "exported without stopping");
+    assert!(out.join("manifest.json").exists() && out.join("vm.toml").exists());
+    assert!(list(&h, "e").is_empty(), "the export's checkpoint is gone");
+    let err = h.fails(&["vm", "export", "e", &s(&out)]);
+    assert!(err.contains("is not empty"), "{err}");
+
+    // A damaged copy of the export is refused by the file's name; nothing is made.
+    let other = Host::new();
+    let bad = other.home().join("bad-export");
+    std::fs::create_dir_all(bad.join("disks")).unwrap();
+    for f in files(&out) {
+        std::fs::copy(out.join(&f), bad.join(&f)).unwrap();
+    }
+    let vhd = files(&bad)
+        .into_iter()
+        .find(|f| f.ends_with(".vhd"))
+        .unwrap();
+    let len = std::fs::metadata(bad.join(&vhd)).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(bad.join(&vhd))
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = other.fails(&["vm", "import", &s(&bad)]);
+    assert!(
+        err.contains("is damaged or incomplete") && err.contains(&vhd),
+        "{err}"
+    );
+    std::fs::remove_file(bad.join("manifest.json")).unwrap();
+    let err = other.fails(&["vm", "import", &s(&bad)]);
+    assert!(err.contains("manifest.json is missing"), "{err}");
+    assert!(other
+        .json(&["vm", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Imported as a copy on another data folder: new MACs, its own disk, the data there.
+    let v = other.json(&["vm", "import", &s(&out), "--json"]);
+    assert_eq!(v["name"], "e");
+    assert_ne!(v["nics"][0]["mac"], mac, "a copy gets new MACs");
+    let own = v["disks"][0]["path"].as_str().unwrap();
+    assert!(own.starts_with(&s(other.home())), "{own}");
+    session(&other, "e", "i", "EXPO", None);
+    h.ok(&["vm", "stop", "e"]);
+}
+
+/// Every file under `dir`, relative.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() {
+            out.extend(files(&e.path()).into_iter().map(|f| format!("{name}/{f}")));
+        } else {
+            out.push(name);
+        }
+    }
+    out
+}
