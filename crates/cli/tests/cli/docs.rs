@@ -48,10 +48,10 @@ fn bash_completion_completes_in_bash() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("strata.bash");
     std::fs::write(&file, ok(&["completions", "bash"])).unwrap();
-    // What bash offers after `strata vm disc` and `strata disk set-p`.
+    // What bash offers after `strata vm discard-s` and `strata disk set-p`.
     let script = format!(
         "source {}
-         COMP_WORDS=(strata vm disc); COMP_CWORD=2; _strata strata disc vm; echo \"${{COMPREPLY[*]}}\"
+         COMP_WORDS=(strata vm discard-s); COMP_CWORD=2; _strata strata discard-s vm; echo \"${{COMPREPLY[*]}}\"
          COMP_WORDS=(strata disk set-p); COMP_CWORD=2; _strata strata set-p disk; echo \"${{COMPREPLY[*]}}\"",
         s(&file)
     );
