@@ -66,6 +66,12 @@ fn format_of(src: &Path) -> Result<String> {
         );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    if let Some(b) = v["backing-filename"].as_str() {
+        bail!(
+            "{}: it has a backing file ({b}): import a standalone image (e.g. `qemu-img convert` it first), so that no other file is read",
+            src.display()
+        );
+    }
     v["format"]
         .as_str()
         .map(str::to_string)
@@ -123,8 +129,23 @@ pub fn import(src: &Path, dst: &Path, target: convert::Target) -> Result<()> {
     }
     let format = format_of(src)?;
     let (server, socket) = serve(src, &format)?;
-    let client = Client::connect(&socket, "")
-        .with_context(|| format!("{}: cannot read qemu-nbd's export", src.display()))?;
+    // qemu-nbd makes its socket file a moment before it listens on it: a refused connection
+    // is tried again for a while.
+    let start = Instant::now();
+    let client = loop {
+        match Client::connect(&socket, "") {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && start.elapsed() < Duration::from_secs(30) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => {
+                break other
+                    .with_context(|| format!("{}: cannot read qemu-nbd's export", src.display()))?
+            }
+        }
+    };
     let export = Export {
         size: client.size(),
         client: Mutex::new(client),

@@ -102,6 +102,8 @@ impl Client {
         }
         let error = read_u32(&mut self.r)?;
         if read_u64(&mut self.r)? != self.handle {
+            // The stream is out of step: nothing read from it can be trusted any more.
+            let _ = self.w.shutdown(std::net::Shutdown::Both);
             return Err(bad("a reply for another request"));
         }
         if error != 0 {

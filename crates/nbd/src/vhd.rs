@@ -82,7 +82,13 @@ impl VhdBackend {
             VhdError::invalid("the disk is offline", child, "switch to a new layer")
         })?;
         let old_path = old.path().to_path_buf();
-        old.close()?;
+        if let Err(e) = old.close() {
+            // Not switched: serve the old layer again (its completed writes are in the file).
+            if let Ok(d) = Disk::open(&old_path, OpenOptions::write()) {
+                *slot = Some(d);
+            }
+            return Err(e);
+        }
         let opened = strata_vhd::create_differencing(child, &old_path)
             .and_then(|()| Disk::open(child, OpenOptions::write()));
         match opened {

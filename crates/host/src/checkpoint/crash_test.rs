@@ -176,3 +176,22 @@ fn collapse_merges_a_deleted_root_and_waits_for_held_files() {
     assert_eq!(tree.checkpoints.len(), 1);
     assert_eq!(read_all(&s.g), want);
 }
+
+#[test]
+fn the_sweep_keeps_every_parent_of_what_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    let s = setup(root.path());
+    // Only Now's layer G is named (no checkpoint): K, its parent, must stay all the same.
+    let (config, _) = state(&s);
+    let empty = Tree::default();
+    let stray = layers::make_children(&s.dir, std::slice::from_ref(&s.base)).unwrap();
+    let gone = layers::sweep(&s.dir, &config, &empty);
+    assert_eq!(gone, stray, "only the unreferenced layer goes");
+    assert!(Path::new(&s.k).exists() && Path::new(&s.g).exists());
+    // A named file missing (a moved data folder): nothing is deleted.
+    let mut moved = config.clone();
+    moved.vm.disks[0].path = "/nowhere/g.avhd".into();
+    let stray = layers::make_children(&s.dir, std::slice::from_ref(&s.base)).unwrap();
+    assert!(layers::sweep(&s.dir, &moved, &empty).is_empty());
+    assert!(Path::new(&stray[0]).exists());
+}

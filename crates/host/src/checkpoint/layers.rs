@@ -87,33 +87,62 @@ fn is_layer(vm_dir: &Path, path: &str) -> bool {
     Path::new(path).parent() == Some(layer_dir(vm_dir).as_path())
 }
 
-/// Deletes the layers and memory states in the layer folder that neither the VM's settings nor
-/// its tree reference (left by an operation cut short). Returns what it deleted.
+/// Every file of `path`'s chain: itself and its parents, canonical.
+pub fn chain_of(path: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut at = std::fs::canonicalize(path).ok();
+    while let Some(p) = at {
+        if out.contains(&p) {
+            break;
+        }
+        let next = strata_vhd::Disk::open(&p, strata_vhd::OpenOptions::alone())
+            .ok()
+            .and_then(|d| d.locate_parent().ok())
+            .and_then(|(pp, _)| std::fs::canonicalize(pp).ok());
+        out.push(p);
+        at = next;
+    }
+    out
+}
+
+/// Deletes the layers and memory states in the layer folder that nothing needs: not the VM's
+/// disks, not a checkpoint's layers or memory, and not a parent of any of those (a layer in
+/// the middle of a chain is needed even when nothing names it). Does nothing while a merge or
+/// a running checkpoint is in progress, or when a referenced file is missing (a moved data
+/// folder: deleting then would be guessing). Returns what it deleted.
 pub fn sweep(vm_dir: &Path, config: &VmConfig, tree: &Tree) -> Vec<String> {
     let dir = layer_dir(vm_dir);
-    if dir.join("merge.journal").exists() {
-        return Vec::new(); // `recover` first
+    if dir.join("merge.journal").exists() || dir.join("pending.json").exists() {
+        return Vec::new();
     }
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
-    let mut used: Vec<String> = config.vm.disks.iter().map(|d| d.path.clone()).collect();
+    let mut named: Vec<String> = config.vm.disks.iter().map(|d| d.path.clone()).collect();
     for c in &tree.checkpoints {
-        used.extend(c.layers.iter().cloned());
-        if c.memory {
-            let (s, m) = memory_files(vm_dir, &c.id);
-            used.push(s.display().to_string());
-            used.push(m.display().to_string());
-        }
+        named.extend(c.layers.iter().cloned());
+    }
+    if named.iter().any(|f| !Path::new(f).exists()) {
+        return Vec::new();
+    }
+    let mut used: Vec<PathBuf> = named.iter().flat_map(|f| chain_of(f)).collect();
+    for c in tree.checkpoints.iter().filter(|c| c.memory) {
+        let (s, m) = memory_files(vm_dir, &c.id);
+        used.extend(
+            [s, m]
+                .into_iter()
+                .filter_map(|f| std::fs::canonicalize(f).ok()),
+        );
     }
     let mut gone = Vec::new();
     for e in entries.flatten() {
-        let p = e.path().display().to_string();
+        let p = e.path();
         let ours = [".avhd", ".state", ".json", ".partial"]
             .iter()
-            .any(|x| p.ends_with(x));
-        if ours && !used.contains(&p) && std::fs::remove_file(&p).is_ok() {
-            gone.push(p);
+            .any(|x| p.display().to_string().ends_with(x));
+        let needed = std::fs::canonicalize(&p).is_ok_and(|c| used.contains(&c));
+        if ours && !needed && std::fs::remove_file(&p).is_ok() {
+            gone.push(p.display().to_string());
         }
     }
     gone
@@ -260,6 +289,7 @@ fn next_step(
                 let grandchildren = below(tree, config, child.as_deref());
                 // Paired by the files' own parent links, not by position: disks may have been
                 // added or removed between checkpoints.
+                let all_layers = child_layers.clone();
                 let pairs: Vec<(String, String)> = child_layers
                     .into_iter()
                     .filter_map(|c| {
@@ -268,6 +298,15 @@ fn next_step(
                         Some((c, h.clone()))
                     })
                     .collect();
+                let unpaired_child = all_layers
+                    .iter()
+                    .any(|l| !pairs.iter().any(|(c, _)| c == l) && is_differencing(l));
+                if pairs.is_empty() || unpaired_child {
+                    // A layer whose parent link cannot be read or does not lead to the hidden
+                    // checkpoint's: merging would orphan it. Left as it is (the files read the
+                    // same); nothing is deleted.
+                    continue;
+                }
                 let repoint: Vec<(String, String)> = grandchildren
                     .iter()
                     .flatten()
@@ -330,6 +369,13 @@ fn parent_of(file: &str) -> Option<PathBuf> {
     let d = strata_vhd::Disk::open(Path::new(file), strata_vhd::OpenOptions::alone()).ok()?;
     let (p, _) = d.locate_parent().ok()?;
     std::fs::canonicalize(p).ok()
+}
+
+/// Whether `file` is a differencing disk (or cannot be read: then treated as one, to be safe).
+fn is_differencing(file: &str) -> bool {
+    strata_vhd::Disk::open(Path::new(file), strata_vhd::OpenOptions::alone()).map_or(true, |d| {
+        d.disk_type() == strata_vhd::DiskType::Differencing
+    })
 }
 
 /// Whether `a` names the file at canonical path `b`.

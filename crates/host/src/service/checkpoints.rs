@@ -43,14 +43,32 @@ impl Service {
         &self,
         name: &str,
     ) -> Result<(VmConfig, Tree, Status), HostError> {
+        self.checkpoint_state_with(name, false)
+    }
+
+    /// As [`Self::checkpoint_state`]; `settle` finishes a running checkpoint's record even
+    /// while the VM runs (its worker has answered). Otherwise a record younger than the
+    /// worker's time limit on a running VM is left alone: the worker may still be switching.
+    fn checkpoint_state_with(
+        &self,
+        name: &str,
+        settle: bool,
+    ) -> Result<(VmConfig, Tree, Status), HostError> {
         let (mut c, st) = self.current_locked(name)?;
         let dir = self.home.vm_dir(name);
         let mut tree = Tree::load(&dir)?;
-        if let Ok(text) = std::fs::read(pending_path(&dir)) {
+        let pending = pending_path(&dir);
+        let young = std::fs::metadata(&pending)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < crate::qmp::MIGRATION_LIMIT + Duration::from_secs(120));
+        let in_flight = st.state.is_active() && young && !settle;
+        if let (Ok(text), false) = (std::fs::read(&pending), in_flight) {
             if let Ok(p) = serde_json::from_slice::<Pending>(&text) {
                 self.finish_pending(&dir, &mut c, &mut tree, p)?;
             }
-            let _ = std::fs::remove_file(pending_path(&dir));
+            let _ = std::fs::remove_file(&pending);
         }
         let save = |c: &VmConfig, t: &Tree| self.home.save(c).and_then(|()| t.save(&dir));
         if layers::recover(&dir, &mut c, &mut tree, &save)? {
@@ -75,11 +93,14 @@ impl Service {
         p: Pending,
     ) -> Result<(), HostError> {
         let mut all = true;
-        for (d, child) in c.vm.disks.iter_mut().zip(&p.children) {
-            if Path::new(child).exists() {
-                d.path.clone_from(child);
-            } else {
-                all = false;
+        for d in &mut c.vm.disks {
+            // Matched by the layer it had, not by position.
+            let child = (p.checkpoint.layers.iter())
+                .position(|l| *l == d.path)
+                .and_then(|i| p.children.get(i));
+            match child {
+                Some(child) if Path::new(child).exists() => d.path.clone_from(child),
+                _ => all = false,
             }
         }
         self.home.save(c)?;
@@ -144,6 +165,11 @@ impl Service {
                 "VM '{name}' has undo disks: undo disks and checkpoints do not mix; turn them off first (`strata vm set {name} --undo-disks off`)"
             )));
         }
+        if c.vm.template {
+            return Err(HostError::conflict(format!(
+                "VM '{name}' is a template: its disks are its linked clones' parents and never change; clone it instead"
+            )));
+        }
         if tree.visible().count() >= MAX_CHECKPOINTS {
             return Err(HostError::conflict(format!(
                 "VM '{name}' has {MAX_CHECKPOINTS} checkpoints, the most it keeps: delete some first"
@@ -180,9 +206,11 @@ impl Service {
             }
             VmState::Running | VmState::Paused => {
                 cp.memory = self.qemu.save_state_problem().is_none();
-                self.checkpoint_running(&dir, &c, &cp, user)?;
-                // The tree and settings are written by the pending record's finish.
-                self.checkpoint_state(name)?;
+                let taken = self.checkpoint_running(&dir, &c, &cp, user);
+                // The tree and settings are written by the pending record's finish (also
+                // after a failure: the disks that switched keep their new layer).
+                self.checkpoint_state_with(name, true)?;
+                taken?;
                 return self.log_created(name, &cp_name, cp.memory, user);
             }
             s => return Err(busy(name, s, "take a checkpoint")),

@@ -115,6 +115,11 @@ impl Service {
         if !matches!(st.state, VmState::Off | VmState::Crashed) && !c.vm.template {
             return Err(busy(src, st.state, "clone it (turn it off first)"));
         }
+        if super::undo::kept(&c) {
+            return Err(HostError::conflict(format!(
+                "VM '{src}' has kept undo disks: commit or discard them first (`strata vm commit-undo|discard-undo {src}`)"
+            )));
+        }
         if req.linked && !c.vm.template {
             return Err(HostError::conflict(format!(
                 "VM '{src}' is not a template: a linked clone's disks are children of its source's, which must never change; make it one first (`strata vm set {src} --template on`), or clone it in full"

@@ -141,6 +141,18 @@ fn check_hot(c: &VmConfig, d: &DiskSpec, what: &str) -> Result<(), HostError> {
 }
 
 impl Service {
+    /// Refuses `what` for a VM with checkpoints: its current disks are layers in its folder,
+    /// which would be lost with it (delete the checkpoints first: they merge back).
+    pub(super) fn refuse_with_checkpoints(&self, name: &str, what: &str) -> Result<(), HostError> {
+        let tree = crate::checkpoint::Tree::load(&self.home.vm_dir(name))?;
+        if tree.checkpoints.is_empty() {
+            return Ok(());
+        }
+        Err(HostError::conflict(format!(
+            "VM '{name}' has checkpoints: cannot {what} (its current disks are layers in its folder); delete the checkpoints first (`strata checkpoint delete {name} …`), which merges them back into its disks"
+        )))
+    }
+
     fn disk_request(&self, c: &VmConfig, user: &str, verb: Verb) -> Result<(), HostError> {
         let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
         worker::request(&socket, user, verb, std::time::Duration::from_secs(120)).map(drop)
@@ -221,6 +233,7 @@ impl Service {
         let (old, st) = self.current_locked(name)?;
         let hot = Self::disk_mode(name, st.state, "remove a disk")?;
         let index = find(&old, disk)?;
+        self.refuse_with_checkpoints(name, "remove a disk")?;
         let mut new = old.clone();
         let gone = new.vm.disks.remove(index);
         if hot {

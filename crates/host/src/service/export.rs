@@ -160,6 +160,11 @@ impl Service {
             if !matches!(st.state, VmState::Off | VmState::Crashed | VmState::Saved) {
                 return Err(busy(name, st.state, "export it"));
             }
+            if super::undo::kept(&c) {
+                return Err(HostError::conflict(format!(
+                    "VM '{name}' has kept undo disks: commit or discard them first (`strata vm commit-undo|discard-undo {name}`)"
+                )));
+            }
             let memory =
                 (st.state == VmState::Saved).then(|| saved::saved_files(&self.home.vm_dir(name)));
             Source {
@@ -283,7 +288,12 @@ impl Service {
         }
         // A saved state holds the guest's old MACs: with new ones, the VM starts afresh.
         let keep_memory = !fresh || exported.vm.nics.is_empty();
-        self.import_state(&dir, &name, keep_memory)?;
+        if let Err(e) = self.import_state(&dir, &name, keep_memory) {
+            // Not half made: the VM goes again (with its copied disks; in place, the export's stay).
+            let _ = self.delete(&name, false, user);
+            let _ = std::fs::remove_dir_all(&vm_dir);
+            return Err(e);
+        }
         self.events.log(
             Code::VmCreated,
             Some(&name),
@@ -314,7 +324,15 @@ impl Service {
             std::fs::create_dir_all(&disks).map_err(|e| HostError::io(&disks, "create", e))?;
         }
         for d in &mut spec.disks {
-            let from = dir.join(&d.path);
+            let rel = Path::new(&d.path);
+            if rel.is_absolute() || d.path.contains("..") {
+                return Err(HostError::invalid(format!(
+                    "export '{}': vm.toml names disk '{}' outside the folder",
+                    dir.display(),
+                    d.path
+                )));
+            }
+            let from = dir.join(rel);
             let to = if in_place {
                 from.clone()
             } else {
@@ -417,6 +435,12 @@ fn verify(dir: &Path) -> Result<Manifest, HostError> {
     }
     if !m.files.iter().any(|f| f.path == "vm.toml") {
         return Err(damaged("the manifest lists no vm.toml".into()));
+    }
+    if let Some(extra) = files_under(dir)
+        .into_iter()
+        .find(|f| f != "manifest.json" && !m.files.iter().any(|e| &e.path == f))
+    {
+        return Err(damaged(format!("{extra} is not in the manifest")));
     }
     Ok(m)
 }

@@ -136,6 +136,9 @@ impl Service {
             None => None,
         };
         self.check_undo_change(name, &c, &set)?;
+        if set.disks.is_some() {
+            self.refuse_with_checkpoints(name, "replace its disks")?;
+        }
         if let Some(on) = set.template.filter(|t| *t != c.vm.template) {
             self.set_template(&c, on)?;
         }
@@ -234,6 +237,9 @@ impl Service {
                 "VM '{name}' has linked clones ({}): its disks are their parents; delete the clones first",
                 clones.join(", ")
             )));
+        }
+        if !delete_disks {
+            self.refuse_with_checkpoints(name, "be deleted keeping its disks")?;
         }
         let mut removed = Vec::new();
         let dir = self.home.vm_dir(name);

@@ -227,6 +227,21 @@ fn disks(vm: &CreateVm, others: &[VmConfig]) -> Result<(), HostError> {
                     d.path, o.vm.name
                 )));
             }
+            // A parent in another VM's chain (a checkpoint's frozen layer, a template's disk
+            // under a linked clone) must never be written: only a template owns its own.
+            if !vm.template
+                && o.vm.disks.iter().any(|x| {
+                    crate::checkpoint::layers::chain_of(&x.path)
+                        .iter()
+                        .skip(1)
+                        .any(|c| *c == canon)
+                })
+            {
+                return Err(invalid(format!(
+                    "disk '{}' is a parent in VM '{}''s disk chain (a checkpoint's or a template's layer): writing it would corrupt that VM's disks",
+                    d.path, o.vm.name
+                )));
+            }
         }
         // The disk and its whole chain must open as VHD; no lock is taken (it may be in use by
         // `strata disk` now, which only matters at start).

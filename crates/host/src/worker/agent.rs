@@ -85,11 +85,13 @@ pub(super) fn start_heartbeat(shared: std::sync::Arc<Shared>) {
             }
             // Cleared only once the clock is set: a failed try is tried again at the next ping.
             let pending = &shared.time_pending;
-            if ok
-                && pending.load(std::sync::atomic::Ordering::SeqCst)
-                && sync_time(&shared, "system", "restored")
-            {
-                pending.store(false, std::sync::atomic::Ordering::SeqCst);
+            if ok && pending.load(std::sync::atomic::Ordering::SeqCst) {
+                // A memory state taken by a checkpoint was written with the file systems
+                // frozen: thaw them (a no-op when nothing is frozen).
+                thaw_restored(&shared, a);
+                if sync_time(&shared, "system", "restored") {
+                    pending.store(false, std::sync::atomic::Ordering::SeqCst);
+                }
             }
             if ok && (now != before || pings % INFO_EVERY == 0) {
                 save_guest_info(a, &shared.dir);
@@ -152,6 +154,16 @@ fn save_guest_info(a: &Agent, dir: &Path) {
 
 /// Sets the guest's clock from the host's (after a restore or a resume); says so in the log and
 /// tells whether it was set. Without an answering agent there is nothing to do.
+/// Thaws a restored guest's file systems if its agent says they are frozen.
+fn thaw_restored(shared: &Shared, a: &crate::agent::Agent) {
+    let frozen = a
+        .call("guest-fsfreeze-status", None, Duration::from_secs(10))
+        .is_ok_and(|v| v.as_str() == Some("frozen"));
+    if frozen {
+        let _ = freeze(shared, "system", false);
+    }
+}
+
 pub(super) fn sync_time(shared: &Shared, user: &str, why: &str) -> bool {
     let Some(a) = shared.agent.as_ref() else {
         return false;

@@ -25,9 +25,27 @@ pub(super) fn take(
     let frozen =
         running && shared.agent.is_some() && super::agent::freeze(shared, user, true).is_ok();
     let paused_at = Instant::now();
-    let paused = running && shared.qmp.pause().is_ok();
+    if running {
+        if let Err(e) = shared.qmp.pause() {
+            if frozen {
+                let _ = super::agent::freeze(shared, user, false);
+            }
+            return Err(e);
+        }
+    }
+    let paused = running;
     let result = memory
         .map_or(Ok(()), |m| save_memory(shared, m))
+        .inspect(|()| {
+            // The migration left QEMU's block nodes inactive; `cont` below re-activates them,
+            // but a paused VM stays paused: activate them now (QEMU 10's blockdev-set-active).
+            if memory.is_some() && !running {
+                let _ = shared.qmp.execute(
+                    "blockdev-set-active",
+                    Some(serde_json::json!({ "active": true })),
+                );
+            }
+        })
         .and_then(|()| {
             let switch_at = Instant::now();
             shared.disks.switch(switches)?;

@@ -128,7 +128,12 @@ fn outcome(
 fn apply_undo(shared: &Shared, user: &str) -> Option<String> {
     let c = shared.undo.as_ref()?;
     let once = *shared.undo_once.lock().unwrap_or_else(|p| p.into_inner());
-    let action = once.unwrap_or(c.vm.undo_action);
+    // The VM's action as it is now (it may have changed while the VM ran).
+    let now = std::fs::read_to_string(shared.dir.join("vm.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<crate::store::VmConfig>(&t).ok())
+        .map_or(c.vm.undo_action, |n| n.vm.undo_action);
+    let action = once.unwrap_or(now);
     if action == strata_api::UndoAction::Keep {
         shared.log(Code::VmChanged, user, "undo disks kept");
         return None;

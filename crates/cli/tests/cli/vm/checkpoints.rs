@@ -112,6 +112,13 @@ fn a_checkpoint_tree_with_branches_applies_renames_and_deletes_with_merges() {
         "{err}"
     );
     assert_eq!(list(&h, "c").len(), 3);
+    let err = h.fails(&["vm", "disk", "remove", "c", "0"]);
+    assert!(err.contains("has checkpoints"), "{err}");
+    let err = h.fails(&["vm", "delete", "c"]);
+    assert!(err.contains("has checkpoints"), "{err}");
+    // The VM's own disk is now a checkpoint's frozen layer: no other VM may write it.
+    let err = h.fails(&["vm", "create", "thief", "--disk", &s(&disk)]);
+    assert!(err.contains("is a parent in VM 'c''s disk chain"), "{err}");
 
     // Delete one (two children: its layer stays, hidden); then three's subtree: one's layer
     // has a single child left and is merged away.
