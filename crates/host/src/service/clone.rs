@@ -28,21 +28,6 @@ fn set_writable(path: &str, writable: bool) -> Result<(), HostError> {
     std::fs::set_permissions(p, perm).map_err(|e| HostError::io(p, "change the mode of", e))
 }
 
-/// The files of `path`'s chain (itself and its parents), canonical.
-fn chain(path: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut at = std::fs::canonicalize(path).ok();
-    while let Some(p) = at {
-        let next = strata_vhd::Disk::open(&p, strata_vhd::OpenOptions::alone())
-            .ok()
-            .and_then(|d| d.locate_parent().ok())
-            .and_then(|(pp, _)| std::fs::canonicalize(pp).ok());
-        out.push(p);
-        at = next;
-    }
-    out
-}
-
 /// Disk file names for a new VM's folder: the source's names, made unique.
 fn clone_names(c: &VmConfig) -> Vec<String> {
     let mut used = Vec::new();
@@ -75,9 +60,12 @@ impl Service {
         self.others(&c.vm.name)
             .into_iter()
             .filter(|o| {
-                o.vm.disks
-                    .iter()
-                    .any(|d| chain(&d.path).iter().skip(1).any(|f| mine.contains(f)))
+                o.vm.disks.iter().any(|d| {
+                    crate::checkpoint::layers::chain_of(&d.path)
+                        .iter()
+                        .skip(1)
+                        .any(|f| mine.contains(f))
+                })
             })
             .map(|o| o.vm.name)
             .collect()

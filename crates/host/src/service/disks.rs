@@ -17,7 +17,7 @@ use crate::error::HostError;
 use crate::events::Code;
 use crate::qemu::{MAX_IDE, MAX_SCSI, MAX_VIRTIO};
 use crate::store::VmConfig;
-use crate::worker::{self, Verb};
+use crate::worker::Verb;
 
 /// How many slots a bus has.
 fn places(bus: DiskBus) -> usize {
@@ -153,11 +153,6 @@ impl Service {
         )))
     }
 
-    fn disk_request(&self, c: &VmConfig, user: &str, verb: Verb) -> Result<(), HostError> {
-        let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
-        worker::request(&socket, user, verb, std::time::Duration::from_secs(120)).map(drop)
-    }
-
     /// Whether a change is hot (the VM runs) or cold (settings only); other states refuse.
     fn disk_mode(name: &str, state: VmState, what: &str) -> Result<bool, HostError> {
         match state {
@@ -209,7 +204,7 @@ impl Service {
         if hot {
             check_hot(&old, &disk, "add disk")?;
         }
-        let add = || self.disk_request(&new, user, Verb::DiskAdd { disk: disk.clone() });
+        let add = || self.request(&new, user, Verb::DiskAdd { disk: disk.clone() });
         self.change_disks(d, &old, &new, hot.then_some(&add as _))?;
         self.events.log(
             Code::VmChanged,
@@ -247,7 +242,7 @@ impl Service {
         }
         let remove = || {
             let verb = Verb::DiskRemove { disk: gone.clone() };
-            self.disk_request(&old, user, verb)
+            self.request(&old, user, verb)
         };
         self.change_disks(d, &old, &new, hot.then_some(&remove as _))?;
         self.events.log(

@@ -65,7 +65,8 @@ impl Service {
         }
     }
 
-    fn request(&self, c: &VmConfig, user: &str, verb: Verb) -> Result<(), HostError> {
+    /// Sends `verb` to VM `c`'s worker (a device change: two minutes at most).
+    pub(super) fn request(&self, c: &VmConfig, user: &str, verb: Verb) -> Result<(), HostError> {
         let socket = crate::qemu::Sockets::new(&self.home.run_dir(&c.id)).control;
         worker::request(&socket, user, verb, std::time::Duration::from_secs(120)).map(drop)
     }

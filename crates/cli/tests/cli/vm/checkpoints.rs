@@ -14,18 +14,6 @@ fn console_guest(h: &Host, name: &str) -> Guest {
     )
 }
 
-/// What the guest prints for `cmd`, as the line after `tag:`.
-fn says(h: &Host, vm: &str, tag: &str, cmd: &str) -> String {
-    h.type_line(vm, &format!("echo \"{tag}:$({cmd})\""));
-    let want = format!("{tag}:");
-    wait_for(tag, T, || {
-        h.console(vm).lines().any(|l| l.starts_with(&want))
-    });
-    let text = h.console(vm);
-    let line = text.lines().find(|l| l.starts_with(&want)).unwrap();
-    line[want.len()..].trim().to_string()
-}
-
 const READ: &str = "dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 4";
 
 fn write(mark: &str) -> String {
@@ -42,9 +30,9 @@ fn session(h: &Host, vm: &str, tag: &str, expect: &str, mark: Option<&str>) {
     wait_for("the guest", T, || {
         h.console(vm).matches("READY").count() > readies
     });
-    assert_eq!(says(h, vm, &format!("{tag}r"), READ), expect, "{tag}");
+    assert_eq!(h.says(vm, &format!("{tag}r"), READ), expect, "{tag}");
     if let Some(m) = mark {
-        assert_eq!(says(h, vm, &format!("{tag}w"), &write(m)), "ok");
+        assert_eq!(h.says(vm, &format!("{tag}w"), &write(m)), "ok");
     }
     h.ok(&["vm", "stop", vm]);
 }
@@ -182,7 +170,7 @@ fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
     vm_create(&h, "r", &g, &["--disk", &s(&disk)]);
     h.ok(&["vm", "start", "r"]);
     h.wait_console("r", "READY", T);
-    assert_eq!(says(&h, "r", "w1", &write("KEEP")), "ok");
+    assert_eq!(h.says("r", "w1", &write("KEEP")), "ok");
     wait_for("counting", T, || counts(&h.console("r")).len() > 5);
     h.ok(&["checkpoint", "create", "r", "--name", "live"]);
     let at = *counts(&h.console("r")).last().unwrap();
@@ -207,7 +195,7 @@ fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
         "{taken}"
     );
     assert_eq!(h.state("r"), "running", "the guest runs on");
-    assert_eq!(says(&h, "r", "w2", &write("GONE")), "ok");
+    assert_eq!(h.says("r", "w2", &write("GONE")), "ok");
     wait_for("more counting", T, || {
         counts(&h.console("r")).last().is_some_and(|c| *c > at + 20)
     });
@@ -232,8 +220,8 @@ fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
         resumed + 10 >= at,
         "resumed at {resumed}, checkpoint at {at}"
     );
-    assert_eq!(says(&h, "r", "r1", READ), "KEEP");
-    assert_eq!(says(&h, "r", "w3", &write("LAST")), "ok");
+    assert_eq!(h.says("r", "r1", READ), "KEEP");
+    assert_eq!(h.says("r", "w3", &write("LAST")), "ok");
 
     // Deleted while the VM runs: its files are in the running chain, so the merge waits (shown
     // in `vm show`) and runs once the VM is off; the VM's own disk then holds everything.
@@ -288,12 +276,12 @@ fn undo_disks_keep_commit_and_discard_all_disks_together() {
         for dev in ["vda", "vdb"] {
             let read = format!("dd if=/dev/{dev} bs=512 skip=2048 count=1 2>/dev/null | head -c 4");
             assert_eq!(
-                says(&h, "u", &format!("{tag}r{dev}"), &read),
+                h.says("u", &format!("{tag}r{dev}"), &read),
                 expect,
                 "{tag} {dev}"
             );
             let w = format!("printf {mark} | dd of=/dev/{dev} bs=512 seek=2048 conv=notrunc,fsync 2>/dev/null && echo ok");
-            assert_eq!(says(&h, "u", &format!("{tag}w{dev}"), &w), "ok");
+            assert_eq!(h.says("u", &format!("{tag}w{dev}"), &w), "ok");
         }
     };
     // Discard: the disks are as before.
@@ -410,7 +398,7 @@ fn a_running_vm_is_exported_and_imported_elsewhere_as_a_copy() {
     let mac = v["nics"][0]["mac"].clone();
     h.ok(&["vm", "start", "e"]);
     h.wait_console("e", "READY", T);
-    assert_eq!(says(&h, "e", "w", &write("EXPO")), "ok");
+    assert_eq!(h.says("e", "w", &write("EXPO")), "ok");
     let out = h.home().join("export-e");
     h.ok(&["vm", "export", "e", &s(&out)]);
     assert_eq!(h.state("e"), "running", "exported without stopping");

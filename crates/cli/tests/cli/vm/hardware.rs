@@ -191,20 +191,8 @@ poweroff -f
     assert!(err.contains("no floppy controller"), "{err}");
 }
 
-/// What guest `vm` (a console-driven one) prints for `cmd`, as the line after `tag:`.
-fn guest_says(h: &Host, vm: &str, tag: &str, cmd: &str) -> String {
-    h.type_line(vm, &format!("echo \"{tag}:$({cmd})\""));
-    let want = format!("{tag}:");
-    wait_for(tag, T, || {
-        h.console(vm).lines().any(|l| l.starts_with(&want))
-    });
-    let text = h.console(vm);
-    let line = text.lines().find(|l| l.starts_with(&want)).unwrap();
-    line[want.len()..].trim().to_string()
-}
-
 fn mem_total_kib(h: &Host, tag: &str) -> u64 {
-    guest_says(h, "m", tag, "awk '/MemTotal/ {print $2}' /proc/meminfo")
+    h.says("m", tag, "awk '/MemTotal/ {print $2}' /proc/meminfo")
         .parse()
         .unwrap()
 }
@@ -262,12 +250,12 @@ fn dynamic_memory_and_media_change_on_a_running_vm() {
     // The CD/DVD: read, changed while running, ejected.
     // The first read after a change meets the drive's "medium changed" and fails; the next one reads.
     let read = "dd if=/dev/sr0 of=/dev/null count=1 2>/dev/null; dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -c 7";
-    assert_eq!(guest_says(&h, "m", "cd1", read), "ISO-ONE");
+    assert_eq!(h.says("m", "cd1", read), "ISO-ONE");
     h.ok(&["vm", "media", "insert", "m", &s(&two)]);
-    assert_eq!(guest_says(&h, "m", "cd2", read), "ISO-TWO");
+    assert_eq!(h.says("m", "cd2", read), "ISO-TWO");
     assert_eq!(h.json(&["vm", "show", "m", "--json"])["cdrom"], s(&two));
     h.ok(&["vm", "media", "eject", "m"]);
-    assert_eq!(guest_says(&h, "m", "cd3", read), "");
+    assert_eq!(h.says("m", "cd3", read), "");
     assert!(h.json(&["vm", "show", "m", "--json"])["cdrom"].is_null());
     h.ok(&["vm", "stop", "m"]);
     let err = h.fails(&["vm", "memory", "m", "200M"]);

@@ -4,23 +4,11 @@
 use super::netlab::T;
 use super::*;
 
-/// What guest `vm` (a console-driven one) prints for `cmd`, as the line after `tag:`.
-fn says(h: &Host, vm: &str, tag: &str, cmd: &str) -> String {
-    h.type_line(vm, &format!("echo \"{tag}:$({cmd})\""));
-    let want = format!("{tag}:");
-    wait_for(tag, T, || {
-        h.console(vm).lines().any(|l| l.starts_with(&want))
-    });
-    let text = h.console(vm);
-    let line = text.lines().find(|l| l.starts_with(&want)).unwrap();
-    line[want.len()..].trim().to_string()
-}
-
 /// Waits until the guest has (or no longer has) block device `dev`.
 fn wait_dev(h: &Host, tag: &str, dev: &str, present: bool) {
     let test = if present { "-b" } else { "! -e" };
     let cmd = format!("i=0; while [ ! {test} {dev} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ {test} {dev} ] && echo yes");
-    assert_eq!(says(h, "hp", tag, &cmd), "yes", "{dev} present={present}");
+    assert_eq!(h.says("hp", tag, &cmd), "yes", "{dev} present={present}");
 }
 
 /// The 16 bytes at 1 MiB of VHD `path`, read through Strata's engine with a write lock (which
@@ -65,11 +53,11 @@ fn disks_come_and_go_while_the_guest_runs_and_survive_a_restore() {
         format!("printf {text} | dd of={dev} bs=512 seek=2048 conv=notrunc,fsync 2>/dev/null && echo done")
     };
     assert_eq!(
-        says(&h, "hp", "w1", &write("/dev/vdb", "HOT-VIRTIO-MARK")),
+        h.says("hp", "w1", &write("/dev/vdb", "HOT-VIRTIO-MARK")),
         "done"
     );
     assert_eq!(
-        says(&h, "hp", "w2", &write("/dev/sda", "HOT-SCSI-MARKER")),
+        h.says("hp", "w2", &write("/dev/sda", "HOT-SCSI-MARKER")),
         "done"
     );
     let v = h.json(&["vm", "show", "hp", "--json"]);
@@ -107,8 +95,8 @@ fn disks_come_and_go_while_the_guest_runs_and_survive_a_restore() {
     h.ok(&["vm", "save", "hp"]);
     h.ok(&["vm", "start", "hp"]);
     let read = |dev: &str| format!("dd if={dev} bs=512 skip=2048 count=1 2>/dev/null | head -c 15");
-    assert_eq!(says(&h, "hp", "r1", &read("/dev/vdb")), "HOT-VIRTIO-MARK");
-    assert_eq!(says(&h, "hp", "r2", &read("/dev/sda")), "HOT-SCSI-MARKER");
+    assert_eq!(h.says("hp", "r1", &read("/dev/vdb")), "HOT-VIRTIO-MARK");
+    assert_eq!(h.says("hp", "r2", &read("/dev/sda")), "HOT-SCSI-MARKER");
 
     // Hot remove, by path and by index: the guest lets go, the VHDs hold the markers and are
     // free (a write lock is taken) while the VM still runs.

@@ -36,6 +36,19 @@ impl Host {
         s.write_all(format!("{line}\n").as_bytes()).unwrap();
     }
 
+    /// What guest `vm` (a console-driven one) prints for `cmd`, as the line after `tag:` (`tag`
+    /// unique in the test).
+    pub fn says(&self, vm: &str, tag: &str, cmd: &str) -> String {
+        self.type_line(vm, &format!("echo \"{tag}:$({cmd})\""));
+        let want = format!("{tag}:");
+        wait_for(tag, T, || {
+            self.console(vm).lines().any(|l| l.starts_with(&want))
+        });
+        let text = self.console(vm);
+        let line = text.lines().find(|l| l.starts_with(&want)).unwrap();
+        line[want.len()..].trim().to_string()
+    }
+
     /// Runs `cmd` in guest `vm` (a shell guest) and tells whether it succeeded. `tag` must be
     /// unique in the test: the guest prints `<tag>-yes` or `<tag>-no` (the typed line, echoed on
     /// the console, holds neither).
