@@ -355,7 +355,8 @@ impl Service {
         // Now's old layers are referenced by nothing any more.
         layers::sweep(&dir, &c, &tree);
         if cp.memory {
-            restore_memory(&dir, &cp, &children)?;
+            let (image, meta) = memory_files(&dir, &cp.id);
+            install_saved_state(&dir, &image, &meta, &children)?;
         } else {
             let mut st = st;
             st.state = VmState::Off;
@@ -532,27 +533,29 @@ fn copy_saved(dir: &Path, id: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Makes checkpoint `cp`'s memory the VM's saved state, with the disks' prints of `children`.
-pub(super) fn restore_memory(
+/// Makes a memory state (`image` + its metadata `meta`, from a checkpoint or an export) the
+/// saved state of the VM in `dir`, with the prints of its disks `disks`, and records the VM as
+/// saved.
+pub(super) fn install_saved_state(
     dir: &Path,
-    cp: &Checkpoint,
-    children: &[String],
+    image: &Path,
+    meta: &Path,
+    disks: &[String],
 ) -> Result<(), HostError> {
-    let (from_image, from_meta) = memory_files(dir, &cp.id);
-    let (image, meta) = saved::saved_files(dir);
-    let tmp = image.with_extension("partial");
-    std::fs::copy(&from_image, &tmp).map_err(|e| HostError::io(&from_image, "copy", e))?;
-    std::fs::rename(&tmp, &image).map_err(|e| HostError::io(&image, "create", e))?;
-    let text = std::fs::read(&from_meta).map_err(|e| HostError::io(&from_meta, "read", e))?;
+    let (to_image, to_meta) = saved::saved_files(dir);
+    let tmp = to_image.with_extension("partial");
+    std::fs::copy(image, &tmp).map_err(|e| HostError::io(image, "copy", e))?;
+    std::fs::rename(&tmp, &to_image).map_err(|e| HostError::io(&to_image, "create", e))?;
+    let text = std::fs::read(meta).map_err(|e| HostError::io(meta, "read", e))?;
     let mut m: worker::SavedMeta = serde_json::from_slice(&text)
-        .map_err(|e| HostError::corrupt(format!("{}: {e}", from_meta.display())))?;
-    m.disks = children
+        .map_err(|e| HostError::corrupt(format!("{}: {e}", meta.display())))?;
+    m.disks = disks
         .iter()
         .filter_map(|p| worker::DiskPrint::of(p).ok())
         .collect();
     let text = serde_json::to_vec_pretty(&m)
         .map_err(|e| HostError::internal(format!("cannot encode a saved state: {e}")))?;
-    crate::store::write_atomic(&meta, &text)?;
+    crate::store::write_atomic(&to_meta, &text)?;
     let mut st = status::read(dir).unwrap_or_else(|_| Status::off());
     st.state = VmState::Saved;
     status::write(dir, &st)

@@ -20,7 +20,6 @@ use super::Service;
 use crate::checkpoint::layers::memory_files;
 use crate::error::HostError;
 use crate::events::Code;
-use crate::status::{self, Status};
 use crate::store::VmConfig;
 use crate::worker::saved;
 
@@ -368,23 +367,12 @@ impl Service {
         }
         let c = self.home.load(name)?;
         let paths: Vec<String> = c.vm.disks.iter().map(|d| d.path.clone()).collect();
-        let (image, meta) = saved::saved_files(&vm_dir);
-        copy(&dir.join("saved.state"), &image)?;
-        let text = std::fs::read(dir.join("saved.json"))
-            .map_err(|e| HostError::io(&dir.join("saved.json"), "read", e))?;
-        let mut m: crate::worker::SavedMeta = serde_json::from_slice(&text).map_err(|e| {
-            HostError::corrupt(format!("{}: {e}", dir.join("saved.json").display()))
-        })?;
-        m.disks = paths
-            .iter()
-            .filter_map(|p| crate::worker::DiskPrint::of(p).ok())
-            .collect();
-        let text = serde_json::to_vec_pretty(&m)
-            .map_err(|e| HostError::internal(format!("cannot encode a saved state: {e}")))?;
-        crate::store::write_atomic(&meta, &text)?;
-        let mut st = status::read(&vm_dir).unwrap_or_else(|_| Status::off());
-        st.state = VmState::Saved;
-        status::write(&vm_dir, &st)
+        super::checkpoints::install_saved_state(
+            &vm_dir,
+            &dir.join("saved.state"),
+            &dir.join("saved.json"),
+            &paths,
+        )
     }
 }
 

@@ -33,7 +33,6 @@ pub(super) fn take(
             return Err(e);
         }
     }
-    let paused = running;
     let result = memory
         .map_or(Ok(()), |m| save_memory(shared, m))
         .inspect(|()| {
@@ -51,7 +50,7 @@ pub(super) fn take(
             shared.disks.switch(switches)?;
             Ok(switch_at.elapsed())
         });
-    if paused {
+    if running {
         if let Err(e) = shared.qmp.resume() {
             shared.log(
                 Code::VmRequestFailed,

@@ -149,21 +149,9 @@ fn the_guest_agent_gives_heartbeat_info_time_files_freeze_and_shutdown() {
     // A checkpoint of the running VM freezes its file systems through the agent around the
     // disk switch (and thaws them).
     h.ok(&["checkpoint", "create", "g", "--name", "frozen"]);
-    let taken = h
-        .events("g")
-        .into_iter()
-        .find(|e| {
-            e["message"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("checkpoint taken (")
-        })
-        .unwrap();
+    let taken = h.event_message("g", "checkpoint taken (");
     assert!(
-        taken["message"]
-            .as_str()
-            .unwrap()
-            .contains("file systems frozen through the guest agent"),
+        taken.contains("file systems frozen through the guest agent"),
         "{taken}"
     );
     let freezes = h

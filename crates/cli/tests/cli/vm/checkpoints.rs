@@ -177,23 +177,8 @@ fn a_running_checkpoint_keeps_memory_and_apply_resumes_there() {
     let l = list(&h, "r");
     assert_eq!(l[0]["has_memory"], true, "{l:?}");
     assert!(h.has_event("r", "checkpoint-created"));
-    let events = h.events("r");
-    let taken = events
-        .iter()
-        .find(|e| {
-            e["message"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("checkpoint taken (")
-        })
-        .unwrap();
-    assert!(
-        taken["message"]
-            .as_str()
-            .unwrap()
-            .contains("crash-consistent"),
-        "{taken}"
-    );
+    let taken = h.event_message("r", "checkpoint taken (");
+    assert!(taken.contains("crash-consistent"), "{taken}");
     assert_eq!(h.state("r"), "running", "the guest runs on");
     assert_eq!(h.says("r", "w2", &write("GONE")), "ok");
     wait_for("more counting", T, || {

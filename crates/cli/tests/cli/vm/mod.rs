@@ -238,6 +238,16 @@ impl Host {
             .clone()
     }
 
+    /// The message of VM `vm`'s first event whose message starts with `prefix`.
+    pub fn event_message(&self, vm: &str, prefix: &str) -> String {
+        self.events(vm)
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .find(|m| m.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{vm}: no event starting with '{prefix}'"))
+            .to_string()
+    }
+
     pub fn has_event(&self, vm: &str, name: &str) -> bool {
         self.events(vm).iter().any(|e| e["name"] == name)
     }
